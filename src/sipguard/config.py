@@ -1,0 +1,368 @@
+"""Typed settings from TOML plus the environment.
+
+Every section is a frozen dataclass; each field carries its documentation in
+`metadata["doc"]` so that the config reference (`sipguard config doc`) is generated
+from here, not written twice. Loading walks the dataclasses, so an unknown or
+mistyped key is reported with its full dotted name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from sipguard.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/sipguard.toml")
+T = TypeVar("T")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def doc(text: str, default: Any = MISSING, factory: Any = MISSING) -> Any:
+    """A dataclass field with its documentation attached."""
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    transport: Literal["udp", "tcp"]
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, key: str, text: str) -> ListenAddress:
+        proto, sep, rest = text.partition(":")
+        if not sep or proto not in ("udp", "tcp"):
+            raise ConfigError(key, f"{text!r} must look like 'udp:HOST:PORT' or 'tcp:HOST:PORT'")
+        host, port = split_host_port(key, rest)
+        return cls(typing.cast(Literal["udp", "tcp"], proto), host, port)
+
+
+def split_host_port(key: str, text: str, default_port: int | None = None) -> tuple[str, int]:
+    """Split 'host:port', '[v6]:port' or (with a default) a bare host."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ConfigError(key, f"{text!r} has an unclosed '['")
+        host, rest = text[1:end], text[end + 1 :]
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_text = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    if not port_text:
+        if default_port is None:
+            raise ConfigError(key, f"{text!r} needs a port")
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(key, f"{text!r} has an invalid port")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str = doc("This gateway's name in logs, decision ids and MQTT topics.", "gw1")
+
+
+@dataclass(frozen=True, slots=True)
+class SipConfig:
+    listen: tuple[str, ...] = doc(
+        "Sockets to serve, 'udp:HOST:PORT' or 'tcp:HOST:PORT'.",
+        factory=lambda: ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"),
+    )
+    advertised_host: str = doc(
+        "Host (or IP) put in sipguard's Via and Record-Route; empty means the listen host.", ""
+    )
+    record_route: bool = doc("Add Record-Route so in-dialog requests come through sipguard.", True)
+    failover_timeout: float = doc(
+        "Seconds without any response from a trunk before the call tries the next one "
+        "(a trunk's silence is treated like a transport error, as SBCs do).",
+        2.0,
+    )
+    max_message_size: int = doc("Largest SIP message accepted, in bytes (413/513 above).", 65535)
+    max_headers: int = doc("Most header fields accepted in one message (400 above).", 256)
+    max_line_length: int = doc("Longest header line accepted, in bytes (400 above).", 8192)
+    timer_t1: float = doc("RFC 3261 T1 (RTT estimate), seconds.", 0.5)
+    timer_t2: float = doc("RFC 3261 T2 (longest non-INVITE retransmit interval), seconds.", 4.0)
+    timer_t4: float = doc("RFC 3261 T4 (how long a message stays in the network), seconds.", 5.0)
+    timer_c: float = doc("RFC 3261 §16.6 timer C for a proxied INVITE, seconds (> 180).", 181.0)
+    udp_buffer_bytes: int = doc("SO_RCVBUF / SO_SNDBUF asked for on UDP sockets.", 8 * 1024 * 1024)
+
+    def addresses(self) -> tuple[ListenAddress, ...]:
+        return tuple(
+            ListenAddress.parse(f"sip.listen[{i}]", text) for i, text in enumerate(self.listen)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DialersConfig:
+    allow: tuple[str, ...] = doc(
+        "Networks (CIDR) allowed to send calls through sipguard.", factory=lambda: ("127.0.0.0/8",)
+    )
+
+    def networks(self) -> tuple[Network, ...]:
+        nets: list[Network] = []
+        for i, text in enumerate(self.allow):
+            try:
+                nets.append(ipaddress.ip_network(text, strict=False))
+            except ValueError as exc:
+                raise ConfigError(f"dialers.allow[{i}]", str(exc)) from None
+        return tuple(nets)
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkConfig:
+    uri: str = doc("The trunk's SIP URI, e.g. 'sip:trunk.example.net:5060;transport=udp'.")
+    priority: int = doc("Lower is tried first; equal priorities keep file order.", 1)
+    name: str = doc("A name for logs; defaults to host:port.", "")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    path: str = doc("The SQLite file (created with mode 0600).", "var/sipguard.db")
+    control_socket: str = doc(
+        "Unix socket through which CLI writes reach a running server at once; "
+        "empty means '<store.path>.ctl'.",
+        "",
+    )
+    poll_interval: float = doc("Seconds between cheap checks for writes by other processes.", 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResponse:
+    code: int = doc("Final response code for a blocked call (603 or 608).", 603)
+    reason: str = doc("Its reason phrase.", "Decline")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    mode: Literal["enforce", "monitor"] = doc(
+        "'enforce' blocks; 'monitor' forwards everything and flags what it would block.",
+        "enforce",
+    )
+    default_region: str = doc("ISO 3166 region for numbers dialled without a country code.", "US")
+    number_source: str = doc(
+        "Where the called number comes from: 'ruri', 'to' or 'header:NAME'.", "ruri"
+    )
+    strip_prefixes: tuple[str, ...] = doc(
+        "Dial prefixes removed before normalisation (e.g. an outside-line '9').", factory=tuple
+    )
+    on_store_error: Literal["reject", "allow"] = doc(
+        "When the store cannot be read: 'reject' answers 503, 'allow' lets calls through.",
+        "reject",
+    )
+    block_response: BlockResponse = doc(
+        "The response a blocked call gets.", factory=BlockResponse
+    )
+    tag_header: str = doc("Header added to forwarded INVITEs.", "X-Sipguard-Decision")
+    campaign_header: str = doc("Header naming the campaign.", "X-Campaign")
+    emergency_numbers: tuple[str, ...] = doc(
+        "Numbers always allowed.", factory=lambda: ("911", "112", "999", "000")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignConfig:
+    purpose: str = doc(
+        "'telemarketing', 'informational', 'debt-collection', 'political', 'survey' ...",
+        "telemarketing",
+    )
+    lists: tuple[str, ...] = doc(
+        "Names of the lists checked for this campaign.",
+        factory=lambda: ("internal", "national", "state", "litigator"),
+    )
+    require_consent: bool = doc("Block calls without an active consent for this campaign.", False)
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: Literal["json", "console"] = doc("Decision log format.", "json")
+    pseudonymize: bool = doc("Replace numbers in logs by keyed HMAC pseudonyms.", True)
+    level: Literal["debug", "info", "warning", "error"] = doc("Lowest level written.", "info")
+    file: str = doc("Write the log to this file instead of stdout; empty means stdout.", "")
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    enabled: bool = doc("Publish decisions and accept control messages over MQTT.", False)
+    url: str = doc("Broker URL, mqtt://HOST:PORT.", "mqtt://127.0.0.1:1883")
+    topic_prefix: str = doc("Prefix of every topic.", "sipguard")
+    username: str = doc("Broker user; the password comes from SIPGUARD_MQTT_PASSWORD.", "")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str = doc("Prometheus endpoint HOST:PORT; empty disables it.", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    node: NodeConfig = doc("This gateway.", factory=NodeConfig)
+    sip: SipConfig = doc("SIP transports and timers.", factory=SipConfig)
+    dialers: DialersConfig = doc("Who may send calls.", factory=DialersConfig)
+    trunks: tuple[TrunkConfig, ...] = doc(
+        "The business trunks, tried by priority.",
+        factory=lambda: (TrunkConfig(uri="sip:127.0.0.1:5080;transport=udp"),),
+    )
+    store: StoreConfig = doc("The SQLite store.", factory=StoreConfig)
+    policy: PolicyConfig = doc("The decision.", factory=PolicyConfig)
+    campaigns: dict[str, CampaignConfig] = doc(
+        "Campaigns by name; 'default' applies when the INVITE names none.",
+        factory=lambda: {"default": CampaignConfig()},
+    )
+    log: LogConfig = doc("Decision and event log.", factory=LogConfig)
+    mqtt: MqttConfig = doc("Optional MQTT bus.", factory=MqttConfig)
+    metrics: MetricsConfig = doc("Optional Prometheus metrics.", factory=MetricsConfig)
+    base_dir: str = doc("Directory relative paths are resolved from (set by the loader).", ".")
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def campaign(self, name: str) -> CampaignConfig:
+        return self.campaigns.get(name) or self.campaigns.get("default") or CampaignConfig()
+
+
+def _convert(key: str, value: Any, hint: Any) -> Any:
+    origin = get_origin(hint)
+    if hint is Any:
+        return value
+    if is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"must be a table, not {type(value).__name__}")
+        return _build(key, hint, value)
+    if origin is Literal:
+        if value not in get_args(hint):
+            allowed = ", ".join(repr(a) for a in get_args(hint))
+            raise ConfigError(key, f"{value!r} is not one of {allowed}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        errors = []
+        for arg in get_args(hint):
+            try:
+                return _convert(key, value, arg)
+            except ConfigError as exc:
+                errors.append(exc.problem)
+        raise ConfigError(key, "; ".join(errors))
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(key, f"must be a list, not {type(value).__name__}")
+        (item,) = get_args(hint)[:1]
+        return tuple(_convert(f"{key}[{i}]", v, item) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"must be a table, not {type(value).__name__}")
+        _, item = get_args(hint)
+        return {k: _convert(f"{key}.{k}", v, item) for k, v in value.items()}
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(key, "must be empty")
+        return None
+    if not isinstance(hint, type) or not isinstance(value, hint) or (
+        hint is int and isinstance(value, bool)
+    ):
+        name = getattr(hint, "__name__", str(hint))
+        raise ConfigError(key, f"must be {name}, not {type(value).__name__} ({value!r})")
+    return value
+
+
+def _build(prefix: str, cls: type[T], data: dict[str, Any]) -> T:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    for name in data:
+        if name not in known:
+            where = f"{prefix}.{name}" if prefix else name
+            raise ConfigError(where, f"unknown key (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            where = f"{prefix}.{f.name}" if prefix else f.name
+            kwargs[f.name] = _convert(where, data[f.name], hints[f.name])
+        elif f.default is MISSING and f.default_factory is MISSING:
+            where = f"{prefix}.{f.name}" if prefix else f.name
+            raise ConfigError(where, "is required")
+    return cls(**kwargs)
+
+
+def parse_config(data: dict[str, Any], base_dir: str = ".") -> Config:
+    """Build and validate a Config from parsed TOML."""
+    data = dict(data)
+    data.pop("base_dir", None)
+    config = _build("", Config, data)
+    config = _replace(config, base_dir=base_dir)
+    validate(config)
+    return config
+
+
+def _replace(config: Config, **changes: Any) -> Config:
+    from dataclasses import replace
+
+    return replace(config, **changes)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the config named by `path`, else $SIPGUARD_CONFIG, else config/sipguard.toml."""
+    chosen = Path(path or os.environ.get("SIPGUARD_CONFIG") or DEFAULT_CONFIG)
+    try:
+        with chosen.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("", f"config file {str(chosen)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"config file {str(chosen)!r} is not valid TOML: {exc}") from None
+    base = chosen.resolve().parent
+    # A config kept in a 'config/' folder names paths relative to the project root.
+    if base.name == "config":
+        base = base.parent
+    return parse_config(data, str(base))
+
+
+def validate(config: Config) -> None:
+    """Checks across fields that types alone cannot express."""
+    from sipguard.sip.uri import parse_trunk_uri  # late: the config module stays light
+
+    config.sip.addresses()
+    config.dialers.networks()
+    if not config.sip.listen:
+        raise ConfigError("sip.listen", "needs at least one address")
+    if not config.trunks:
+        raise ConfigError("trunks", "needs at least one [[trunks]] entry")
+    for i, trunk in enumerate(config.trunks):
+        parse_trunk_uri(f"trunks[{i}].uri", trunk.uri)
+    if config.policy.block_response.code not in range(400, 700):
+        raise ConfigError("policy.block_response.code", "must be a 4xx-6xx final response code")
+    source = config.policy.number_source
+    if source not in ("ruri", "to") and not (source.startswith("header:") and len(source) > 7):
+        raise ConfigError("policy.number_source", f"{source!r} must be 'ruri', 'to' or 'header:NAME'")
+    if config.sip.timer_c <= 180:
+        raise ConfigError("sip.timer_c", "must be greater than 180 seconds (RFC 3261 §16.6)")
+    if config.sip.failover_timeout <= 0:
+        raise ConfigError("sip.failover_timeout", "must be positive")
+    if "default" not in config.campaigns:
+        raise ConfigError("campaigns.default", "is required (it applies when no campaign is named)")
+
+
+def reference(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, documentation) for every setting, for the generated reference."""
+    rows: list[tuple[str, str, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):  # type: ignore[arg-type]
+        key = f"{prefix}{f.name}"
+        hint = hints[f.name]
+        if is_dataclass(hint) and isinstance(hint, type):
+            rows.extend(reference(hint, key + "."))
+            continue
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else ""
+        )
+        rows.append((key, repr(default), f.metadata.get("doc", "")))
+    return rows

@@ -1,0 +1,254 @@
+"""SIP messages as immutable values (RFC 3261 §7).
+
+A header keeps the exact bytes it arrived with; values are decoded only when read, so
+headers the proxy never touches leave byte-for-byte as they came. Changes produce new
+messages (`with_headers`), never edit one in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from sipguard.errors import ProtocolError
+from sipguard.sip.grammar import LIST_HEADERS, canonical_name, param, parse_params, split_unquoted
+from sipguard.sip.uri import Params, parse_host
+
+# Names as sipguard writes them (RFC 3261 §20 spelling).
+DISPLAY_NAMES = {
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "www-authenticate": "WWW-Authenticate",
+    "max-forwards": "Max-Forwards",
+    "record-route": "Record-Route",
+    "content-length": "Content-Length",
+}
+
+
+def display_name(name: str) -> str:
+    return DISPLAY_NAMES.get(name) or "-".join(p.capitalize() for p in name.split("-"))
+
+
+def decode(raw: bytes) -> str:
+    """Header bytes to text: UTF-8 (RFC 3261 §7.3.1), undecodable octets kept for re-encoding."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+class Header(NamedTuple):
+    """One header field: canonical name, the raw line (folding kept, no CRLF), colon offset."""
+
+    name: str
+    raw: bytes
+    colon: int
+
+    @property
+    def value(self) -> str:
+        """The field value with folding replaced by one SP (RFC 3261 §7.3.1)."""
+        raw = self.raw[self.colon + 1 :]
+        if b"\n" in raw:
+            raw = b" ".join(part.strip(b" \t") for part in raw.replace(b"\r\n", b"\n").split(b"\n"))
+        return decode(raw.strip(b" \t"))
+
+    @classmethod
+    def make(cls, name: str, value: str) -> Header:
+        label = display_name(canonical_name(name)) if name.islower() else name
+        raw = encode(f"{label}: {value}")
+        return cls(canonical_name(name), raw, len(label))
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """via-parm = sent-protocol LWS sent-by *( SEMI via-params )  (RFC 3261 §20.42, §25.1)."""
+
+    transport: str  # upper case as in sent-protocol, e.g. "UDP"
+    host: str
+    port: int | None
+    params: Params
+
+    def param(self, name: str) -> str | None:
+        return param(self.params, name)
+
+    @property
+    def branch(self) -> str:
+        return self.param("branch") or ""
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f":{self.port}" if self.port else ""
+        params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self.params)
+        return f"SIP/2.0/{self.transport} {host}{port}{params}"
+
+    def with_param(self, name: str, value: str | None) -> Via:
+        kept = tuple((k, v) for k, v in self.params if k.lower() != name.lower())
+        return Via(self.transport, self.host, self.port, (*kept, (name, value)))
+
+
+def parse_via(text: str) -> Via:
+    proto, _, rest = text.strip().partition("/")
+    version, _, rest = rest.partition("/")
+    transport, _, rest = rest.lstrip().partition(" ")
+    if proto.strip().upper() != "SIP" or version.strip() != "2.0" or not transport:
+        # sent-protocol may carry LWS around '/', which the partitions above tolerate.
+        raise ProtocolError(f"bad Via sent-protocol: {text!r}")
+    rest = rest.strip()
+    sent_by, semi, ptext = rest.partition(";")
+    host, port = parse_host(sent_by.strip().replace(" ", ""), "Via")
+    params = parse_params(ptext, "Via") if semi else ()
+    return Via(transport.strip().upper(), host, port, params)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Fields shared by requests and responses."""
+
+    headers: tuple[Header, ...]
+    body: bytes
+
+    def get(self, name: str) -> str | None:
+        """The first value of a header (the whole field for single-valued headers)."""
+        for h in self.headers:
+            if h.name == name:
+                if name in LIST_HEADERS:
+                    return split_unquoted(h.value, ",")[0]
+                return h.value
+        return None
+
+    def values(self, name: str) -> list[str]:
+        """Every value of a header, comma lists split (RFC 3261 §7.3.1)."""
+        out: list[str] = []
+        for h in self.headers:
+            if h.name == name:
+                out.extend(split_unquoted(h.value, ",") if name in LIST_HEADERS else [h.value])
+        return out
+
+    def has(self, name: str) -> bool:
+        return any(h.name == name for h in self.headers)
+
+    @property
+    def call_id(self) -> str:
+        return self.get("call-id") or ""
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        num, _, method = (self.get("cseq") or "").partition(" ")
+        return int(num), method.strip()
+
+    @property
+    def top_via(self) -> Via:
+        return parse_via(self.get("via") or "")
+
+    def tag(self, which: str) -> str | None:
+        """The tag parameter of From or To, read without a full name-addr parse."""
+        value = self.get(which) or ""
+        gt = value.rfind(">")
+        for part in value[gt + 1 :].split(";")[1:]:
+            key, _, tag = part.partition("=")
+            if key.strip().lower() == "tag":
+                return tag.strip()
+        return None
+
+    def _head(self) -> bytes:
+        raise NotImplementedError
+
+    def serialize(self) -> bytes:
+        """Wire bytes; Content-Length is written when absent (stream transports need it)."""
+        lines = [self._head()]
+        lines.extend(h.raw for h in self.headers)
+        if not self.has("content-length"):
+            lines.append(b"Content-Length: %d" % len(self.body))
+        return b"\r\n".join(lines) + b"\r\n\r\n" + self.body
+
+
+def strip_top_value(headers: tuple[Header, ...], name: str) -> tuple[Header, ...]:
+    """Remove the first value of a list header, keeping the rest of that field intact."""
+    out = list(headers)
+    for i, h in enumerate(out):
+        if h.name == name:
+            rest = split_unquoted(h.value, ",")[1:]
+            if rest:
+                label = decode(h.raw[: h.colon]).strip()
+                out[i] = Header(name, encode(f"{label}: {', '.join(rest)}"), len(label))
+            else:
+                del out[i]
+            break
+    return tuple(out)
+
+
+def replace_top_value(headers: tuple[Header, ...], name: str, value: str) -> tuple[Header, ...]:
+    """Replace the first value of a list header (e.g. the top Via gaining received/rport)."""
+    out = list(headers)
+    for i, h in enumerate(out):
+        if h.name == name:
+            rest = split_unquoted(h.value, ",")[1:]
+            label = decode(h.raw[: h.colon]).strip()
+            out[i] = Header(name, encode(f"{label}: {', '.join([value, *rest])}"), len(label))
+            break
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Request(Message):
+    method: str
+    uri: str
+
+    def _head(self) -> bytes:
+        return encode(f"{self.method} {self.uri} SIP/2.0")
+
+    def with_headers(self, headers: tuple[Header, ...], uri: str | None = None) -> Request:
+        return Request(headers, self.body, self.method, self.uri if uri is None else uri)
+
+
+@dataclass(frozen=True, slots=True)
+class Response(Message):
+    status: int
+    reason: str
+
+    def _head(self) -> bytes:
+        return encode(f"SIP/2.0 {self.status} {self.reason}")
+
+    def with_headers(self, headers: tuple[Header, ...]) -> Response:
+        return Response(headers, self.body, self.status, self.reason)
+
+
+REASON_PHRASES = {
+    100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK",
+    400: "Bad Request", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
+    413: "Request Entity Too Large", 416: "Unsupported URI Scheme", 420: "Bad Extension",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    487: "Request Terminated", 500: "Server Internal Error", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 603: "Decline", 608: "Rejected",
+}
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    extra: tuple[Header, ...] = (),
+    to_tag: str | None = None,
+) -> Response:
+    """A response to `request` built as RFC 3261 §8.2.6.2 says: Via, From, To, Call-ID, CSeq copied.
+
+    `to_tag` is added to To when the request's To has none (needed for final responses
+    to out-of-dialog requests).
+    """
+    copied: list[Header] = [h for h in request.headers if h.name == "via"]
+    for h in request.headers:
+        if h.name in ("from", "call-id", "cseq"):
+            copied.append(h)
+        elif h.name == "to":
+            if to_tag and request.tag("to") is None and status > 100:
+                copied.append(Header.make("to", f"{h.value};tag={to_tag}"))
+            else:
+                copied.append(h)
+    if status == 100:
+        copied.extend(h for h in request.headers if h.name == "timestamp")  # §8.2.6.1
+    copied.extend(extra)
+    copied.append(Header.make("content-length", "0"))
+    return Response(tuple(copied), b"", status, reason or REASON_PHRASES.get(status, "Unknown"))
+

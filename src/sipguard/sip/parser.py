@@ -1,0 +1,224 @@
+"""Bytes to messages: datagram parsing, stream framing and validation (RFC 3261 §7, §18.3).
+
+Parsing is lexical first (lines, folding, names) and then validates what a proxy relies
+on: the start line, Via, From, To, Call-ID, CSeq, Max-Forwards, Content-Length. Other
+headers are carried opaquely. Every failure is a `ProtocolError` carrying its response
+status and, once the header section could be split, the partial message so that the
+edge can answer it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sipguard.errors import ProtocolError
+from sipguard.sip.grammar import SINGLE_HEADERS, canonical_name, is_token, is_word, parse_uint
+from sipguard.sip.message import Header, Message, Request, Response, decode, parse_via
+from sipguard.sip.uri import parse_name_addr, parse_uri
+
+CSEQ_MAX = 2**31 - 1  # RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31
+MAX_FORWARDS_MAX = 255  # RFC 3261 §20.22 (one octet in practice; RFC 4475 §3.1.2.4)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_size: int = 65535
+    max_headers: int = 256
+    max_line: int = 8192
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class MessageError(ProtocolError):
+    """A ProtocolError raised after the headers were split: `partial` can be answered."""
+
+    def __init__(self, error: ProtocolError, partial: Message) -> None:
+        super().__init__(str(error), error.status, error.reason)
+        self.partial = partial
+
+
+def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool = False) -> Message:
+    """Parse one whole message. For datagrams, octets beyond Content-Length are discarded
+    (RFC 3261 §18.3); a Content-Length beyond the datagram is an error (RFC 4475 §3.1.2.2)."""
+    if len(data) > limits.max_size:
+        raise ProtocolError("message too large", 513)
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise ProtocolError("no empty line after the headers")
+    message = _split(data[:end], data[end + 4 :], limits)
+    try:
+        return _validate(message, stream)
+    except ProtocolError as exc:
+        raise MessageError(exc, message) from None
+
+
+def _split(head: bytes, body: bytes, limits: Limits) -> Message:
+    lines = head.split(b"\r\n")
+    first = lines[0]
+    if not first or first[:1] in b" \t":
+        raise ProtocolError("leading whitespace before the start line")
+    headers: list[Header] = []
+    for line in lines[1:]:
+        if len(line) > limits.max_line:
+            raise ProtocolError("header line too long")
+        if line[:1] in (b" ", b"\t"):
+            if not headers:
+                raise ProtocolError("continuation line before any header")
+            prev = headers[-1]
+            headers[-1] = Header(prev.name, prev.raw + b"\r\n" + line, prev.colon)
+            continue
+        colon = line.find(b":")
+        if colon <= 0:
+            raise ProtocolError("header line without a name and colon")
+        name = decode(line[:colon].rstrip(b" \t"))
+        if not is_token(name):
+            raise ProtocolError(f"bad header name {name!r}")
+        headers.append(Header(canonical_name(name), line, colon))
+        if len(headers) > limits.max_headers:
+            raise ProtocolError("too many header fields")
+    text = decode(first)
+    if text.startswith("SIP/"):
+        return _response_line(text, tuple(headers), body)
+    return _request_line(text, tuple(headers), body)
+
+
+def _request_line(text: str, headers: tuple[Header, ...], body: bytes) -> Request:
+    """Request-Line = Method SP Request-URI SP SIP-Version CRLF  (RFC 3261 §7.1, §25.1)."""
+    parts = text.split(" ")
+    if len(parts) != 3 or not parts[1]:
+        raise ProtocolError("malformed request line")
+    method, uri, version = parts
+    if not is_token(method):
+        raise ProtocolError(f"bad method {method!r}")
+    req = Request(headers, body, method, uri)
+    if version != "SIP/2.0":
+        raise MessageError(ProtocolError(f"unsupported version {version!r}", 505), req)
+    return req
+
+
+def _response_line(text: str, headers: tuple[Header, ...], body: bytes) -> Response:
+    """Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF  (RFC 3261 §7.2)."""
+    version, _, rest = text.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version != "SIP/2.0" or len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        raise ProtocolError("malformed status line")
+    return Response(headers, body, int(code), reason)
+
+
+def _validate(message: Message, stream: bool) -> Message:
+    counts: dict[str, int] = {}
+    for h in message.headers:
+        counts[h.name] = counts.get(h.name, 0) + 1
+    for name in SINGLE_HEADERS:
+        if counts.get(name, 0) > 1:
+            raise ProtocolError(f"more than one {name} header")
+    for name in ("via", "from", "to", "call-id", "cseq"):
+        if name not in counts:
+            raise ProtocolError(f"missing {name} header")
+    message = _frame_body(message, stream)
+    for via in message.values("via"):
+        parse_via(via)
+    from_ = parse_name_addr(message.get("from") or "", "From")
+    to = parse_name_addr(message.get("to") or "", "To")
+    if isinstance(message, Request):
+        parse_uri(message.uri, "Request-URI")
+        for addr, label in ((from_, "From"), (to, "To")):
+            parse_uri(addr.uri, label)
+    for contact in message.values("contact"):
+        if contact != "*":
+            parse_name_addr(contact, "Contact")
+    call_id = message.call_id
+    if not all(is_word(part) for part in call_id.split("@", 1)):
+        raise ProtocolError("bad Call-ID")
+    num, _, method = (message.get("cseq") or "").strip().partition(" ")
+    parse_uint(num, "CSeq", CSEQ_MAX)
+    method = method.strip()
+    if not is_token(method):
+        raise ProtocolError("bad CSeq method")
+    if isinstance(message, Request) and method != message.method and message.method != "ACK":
+        raise ProtocolError("CSeq method does not match the request method")
+    if isinstance(message, Request) and message.method == "ACK" and method != "ACK":
+        raise ProtocolError("CSeq method does not match the request method")
+    mf = message.get("max-forwards")
+    if mf is not None:
+        parse_uint(mf, "Max-Forwards", MAX_FORWARDS_MAX)
+    return message
+
+
+def _frame_body(message: Message, stream: bool) -> Message:
+    length_text = message.get("content-length")
+    if length_text is None:
+        if stream:
+            raise ProtocolError("missing Content-Length on a stream transport")
+        return message
+    length = parse_uint(length_text, "Content-Length", 2**31)
+    if length > len(message.body):
+        raise ProtocolError("Content-Length larger than the message")
+    if length == len(message.body):
+        return message
+    body = message.body[:length]
+    if isinstance(message, Request):
+        return Request(message.headers, body, message.method, message.uri)
+    assert isinstance(message, Response)
+    return Response(message.headers, body, message.status, message.reason)
+
+
+class StreamFramer:
+    """Splits a TCP byte stream into messages by Content-Length (RFC 3261 §18.3).
+
+    `feed(data)` then `next_message()` until it returns None (h11's receive_data /
+    next_event). CRLF keep-alives between messages (RFC 5626 §3.5.1) are counted in
+    `pings` so that the edge can answer each with a single CRLF.
+    """
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self._buffer = bytearray()
+        self.pings = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_message(self) -> bytes | None:
+        """The next whole message's bytes, or None until more data arrives.
+
+        Raises ProtocolError when the stream cannot be framed any more (the connection
+        must then be closed).
+        """
+        buf = self._buffer
+        while buf.startswith(b"\r\n"):
+            if buf.startswith(b"\r\n\r\n"):
+                self.pings += 1
+                del buf[:4]
+            elif len(buf) < 4 and b"\r\n\r\n".startswith(bytes(buf)):
+                return None  # perhaps the first half of a ping
+            else:
+                del buf[:2]
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > self.limits.max_size:
+                raise ProtocolError("message too large", 513)
+            return None
+        length = self._content_length(bytes(buf[:end]))
+        total = end + 4 + length
+        if total > self.limits.max_size:
+            raise ProtocolError("message too large", 513)
+        if len(buf) < total:
+            return None
+        data = bytes(buf[:total])
+        del buf[:total]
+        return data
+
+    @staticmethod
+    def _content_length(head: bytes) -> int:
+        found: int | None = None
+        for line in head.split(b"\r\n")[1:]:
+            colon = line.find(b":")
+            if colon > 0 and canonical_name(decode(line[:colon].strip())) == "content-length":
+                if found is not None:
+                    raise ProtocolError("more than one Content-Length")
+                found = parse_uint(decode(line[colon + 1 :]), "Content-Length", 2**31)
+        if found is None:
+            raise ProtocolError("missing Content-Length on a stream transport")
+        return found
