@@ -70,6 +70,37 @@ def is_word(text: str) -> bool:
     return bool(text) and all(c in WORD_CHARS for c in text)
 
 
+def is_digits(text: str) -> bool:
+    """1*DIGIT with DIGIT = %x30-39 only (str.isdigit also accepts '²' or '٣')."""
+    return bool(text) and all(c in DIGITS for c in text)
+
+
+def is_quoted_string(text: str) -> bool:
+    """quoted-string = DQUOTE *(qdtext / quoted-pair) DQUOTE, spanning all of `text`."""
+    if len(text) < 2 or text[0] != '"':
+        return False
+    i = 1
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+        elif text[i] == '"':
+            return i == len(text) - 1
+        else:
+            i += 1
+    return False
+
+
+def is_display_name(text: str) -> bool:
+    """display-name = *(token LWS) / quoted-string  (RFC 3261 §25.1; RFC 4475 §3.1.2.15).
+
+    Unquoted words may also carry non-ASCII (UTF-8) characters: strictly outside the ABNF,
+    but common and never ambiguous, unlike the ASCII separators (',', ';', '"', ...).
+    """
+    if text.startswith('"'):
+        return is_quoted_string(text)
+    return all(all(c in TOKEN_CHARS or c > "\x7f" for c in word) for word in text.split())
+
+
 def find_unquoted(text: str, chars: str, start: int = 0) -> int:
     """Index of the first of `chars` outside quoted-strings and <...>, or -1.
 
@@ -158,7 +189,7 @@ def unquote(text: str) -> str:
 def parse_uint(text: str, what: str, maximum: int) -> int:
     """1*DIGIT within [0, maximum] (CSeq ≤ 2**31-1 per §8.1.1.5, Max-Forwards ≤ 255 per §20.22)."""
     text = text.strip()
-    if not text or not all(c in DIGITS for c in text) or len(text) > 12:
+    if not is_digits(text) or len(text) > 12:
         raise ProtocolError(f"{what} is not a number: {text!r}")
     value = int(text)
     if value > maximum:

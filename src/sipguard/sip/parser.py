@@ -12,7 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sipguard.errors import ProtocolError
-from sipguard.sip.grammar import SINGLE_HEADERS, canonical_name, is_token, is_word, parse_uint
+from sipguard.sip.grammar import (
+    SINGLE_HEADERS,
+    canonical_name,
+    is_digits,
+    is_token,
+    is_word,
+    parse_uint,
+)
 from sipguard.sip.message import Header, Message, Request, Response, decode, parse_via
 from sipguard.sip.uri import parse_name_addr, parse_uri
 
@@ -42,7 +49,7 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool 
     """Parse one whole message. For datagrams, octets beyond Content-Length are discarded
     (RFC 3261 §18.3); a Content-Length beyond the datagram is an error (RFC 4475 §3.1.2.2)."""
     if len(data) > limits.max_size:
-        raise ProtocolError("message too large", 513)
+        _too_large(data, limits)
     end = data.find(b"\r\n\r\n")
     if end < 0:
         raise ProtocolError("no empty line after the headers")
@@ -53,11 +60,26 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool 
         raise MessageError(exc, message) from None
 
 
+def _too_large(data: bytes, limits: Limits) -> None:
+    """Raise 513 (RFC 3261 §21.5.14), with the partial message when its headers can be read."""
+    error = ProtocolError("message too large", 513)
+    end = data.find(b"\r\n\r\n", 0, limits.max_size)
+    if end < 0:
+        raise error
+    try:
+        partial = _split(data[:end], b"", limits)
+    except ProtocolError:
+        raise error from None
+    raise MessageError(error, partial)
+
+
 def _split(head: bytes, body: bytes, limits: Limits) -> Message:
     lines = head.split(b"\r\n")
     first = lines[0]
     if not first or first[:1] in b" \t":
         raise ProtocolError("leading whitespace before the start line")
+    if len(first) > limits.max_line:
+        raise ProtocolError("start line too long")
     headers: list[Header] = []
     for line in lines[1:]:
         if len(line) > limits.max_line:
@@ -101,7 +123,7 @@ def _response_line(text: str, headers: tuple[Header, ...], body: bytes) -> Respo
     """Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF  (RFC 3261 §7.2)."""
     version, _, rest = text.partition(" ")
     code, _, reason = rest.partition(" ")
-    if version != "SIP/2.0" or len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if version != "SIP/2.0" or len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
         raise ProtocolError("malformed status line")
     return Response(headers, body, int(code), reason)
 
@@ -128,22 +150,25 @@ def _validate(message: Message, stream: bool) -> Message:
     for contact in message.values("contact"):
         if contact != "*":
             parse_name_addr(contact, "Contact")
-    call_id = message.call_id
-    if not all(is_word(part) for part in call_id.split("@", 1)):
+    _check_scalars(message)
+    return message
+
+
+def _check_scalars(message: Message) -> None:
+    """Call-ID (callid = word ["@" word]), CSeq (§20.16) and Max-Forwards (§20.22)."""
+    if not all(is_word(part) for part in message.call_id.split("@", 1)):
         raise ProtocolError("bad Call-ID")
     num, _, method = (message.get("cseq") or "").strip().partition(" ")
     parse_uint(num, "CSeq", CSEQ_MAX)
     method = method.strip()
     if not is_token(method):
         raise ProtocolError("bad CSeq method")
-    if isinstance(message, Request) and method != message.method and message.method != "ACK":
-        raise ProtocolError("CSeq method does not match the request method")
-    if isinstance(message, Request) and message.method == "ACK" and method != "ACK":
+    # §8.1.1.5: the CSeq method MUST match the request's (ACK and CANCEL included).
+    if isinstance(message, Request) and method != message.method:
         raise ProtocolError("CSeq method does not match the request method")
     mf = message.get("max-forwards")
     if mf is not None:
         parse_uint(mf, "Max-Forwards", MAX_FORWARDS_MAX)
-    return message
 
 
 def _frame_body(message: Message, stream: bool) -> Message:
@@ -213,7 +238,8 @@ class StreamFramer:
     @staticmethod
     def _content_length(head: bytes) -> int:
         found: int | None = None
-        for line in head.split(b"\r\n")[1:]:
+        # Unfold first (RFC 3261 §7.3.1): "Content-Length:\r\n 5" is one field.
+        for line in head.replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ").split(b"\r\n")[1:]:
             colon = line.find(b":")
             if colon > 0 and canonical_name(decode(line[:colon].strip())) == "content-length":
                 if found is not None:

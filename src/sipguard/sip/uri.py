@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sipguard.errors import ConfigError, ProtocolError
-from sipguard.sip.grammar import find_unquoted, param, parse_params, unquote
+from sipguard.sip.grammar import (
+    find_unquoted,
+    is_digits,
+    is_display_name,
+    param,
+    parse_params,
+    unquote,
+)
 
 IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 Params = tuple[tuple[str, str | None], ...]
@@ -90,7 +97,7 @@ def parse_host(text: str, what: str) -> tuple[str, int | None]:
                 raise ProtocolError(f"bad IPv4 address in {what}") from None
     if not rest:
         return host, None
-    if not rest.startswith(":") or not rest[1:].isdigit() or not 0 < int(rest[1:]) < 65536:
+    if not rest.startswith(":") or not is_digits(rest[1:]) or not 0 < int(rest[1:]) < 65536:
         raise ProtocolError(f"bad port in {what}")
     return host, int(rest[1:])
 
@@ -162,6 +169,8 @@ def parse_name_addr(text: str, what: str) -> NameAddr:
             raise ProtocolError(f"unclosed '<' in {what}")
         display = text[:lt].strip() or None
         if display is not None:
+            if not is_display_name(display):
+                raise ProtocolError(f"display name must be tokens or quoted in {what}")
             display = unquote(display)
         uri = text[lt + 1 : gt]
         if uri != uri.strip():
