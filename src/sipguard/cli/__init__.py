@@ -1,0 +1,55 @@
+"""The `sipguard` command (CONTRACT §2).
+
+Each sub-command lives in a module of this package that exposes
+`register(subparsers) -> None`; the parser it adds sets `func(args) -> int`.
+User mistakes raise a SipguardError and print as one sentence, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sipguard.errors import ConfigError, SipguardError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sipguard.cli import check, config_cmd, consent, lists, serve
+
+    parser = _Parser(prog="sipguard", description="A consent-aware SIP gateway.")
+    parser.add_argument(
+        "-c", "--config", help="config file (default: $SIPGUARD_CONFIG or config/sipguard.toml)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for module in (serve, check, lists, consent, config_cmd):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        code: int = args.func(args)
+        return code
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except SipguardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """`-c FILE` accepted after the sub-command too (`sipguard serve -c FILE`)."""
+    parser.add_argument("-c", "--config", default=argparse.SUPPRESS, help="config file")
