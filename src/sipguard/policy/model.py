@@ -99,7 +99,11 @@ class Consent:
 
 
 class Facts(Protocol):
-    """What the in-memory store indexes answer on the hot path (never touches disk)."""
+    """What the in-memory store indexes answer on the hot path (never touches disk).
+
+    `number` is E.164. An index that cannot answer (not loaded, failed, stale beyond use)
+    raises `sipguard.errors.StoreError`; the engine turns that into `store-unavailable`.
+    """
 
     def memberships(self, number: str) -> Sequence[Membership]: ...
 
@@ -111,8 +115,11 @@ class Step:
     """One line of the rule trail: the rule looked at, what it found."""
 
     rule: str
-    outcome: str  # "pass", "block", "allow", "skip", "override"
+    outcome: str  # "pass", "block", "allow", "flag", "skip", "override"
     detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"rule": self.rule, "outcome": self.outcome, "detail": self.detail}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +129,44 @@ class Decision:
     rule: str
     trail: tuple[Step, ...]
     opens_at: datetime | None = None  # outside-calling-window: when the window opens next
+    consent_id: int | None = None  # the consent record that applied, when one did
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form (used by `sipguard check` and the audit trail)."""
+        return {
+            "decision": self.action.value,
+            "reason": self.reason.value,
+            "rule": self.rule,
+            "consent_id": self.consent_id,
+            "opens_at": self.opens_at.isoformat() if self.opens_at else None,
+            "trail": [step.as_dict() for step in self.trail],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One decision as the gate hands it to `emit` (log, store writer, MQTT).
+
+    Numbers are kept in clear here; whoever writes them out decides on pseudonyms
+    (`sipguard.log.decision_event`).
+    """
+
+    decision_id: str  # unique, sortable within a node: "<node>-<ms time hex><counter hex>"
+    ts: datetime  # wall clock (UTC) when the decision was made
+    node: str
+    call_id: str
+    campaign: str
+    callee: str | None  # E.164, None when the number is invalid
+    callee_raw: str  # the dialled string as read off the INVITE
+    caller: str | None  # E.164 or None
+    source: str  # the dialer, e.g. "udp:10.1.2.3:5060"; "cli" for `sipguard check`
+    decision: Decision
+    latency_us: int  # time spent in the gate, normalisation included
+
+    @property
+    def action(self) -> Action:
+        return self.decision.action
+
+    @property
+    def reason(self) -> Reason:
+        return self.decision.reason

@@ -1,0 +1,356 @@
+"""The decision: attempt + facts + now -> Decision, as a pipeline of small rules.
+
+Each rule looks at a `Context` and returns either a `Step` (it passed, skipped, or a
+consent overrode it: the pipeline goes on) or an `Outcome` (allow or block: the
+pipeline stops). The order and semantics are those of issue 3; the rules issue inserts
+windows, caps, EBR, wireless, reassigned numbers and caller ID into `RULES` (see
+`with_rule`). Every rule names its legal or contractual source next to it.
+
+`decide` is pure: no clock, no I/O. A `Facts` that cannot answer raises `StoreError`,
+which becomes `store-unavailable` (blocked, or flagged when `on_store_error = "allow"`).
+`monitor` mode turns every block into a flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+from sipguard.config import CampaignConfig, PolicyConfig
+from sipguard.errors import StoreError
+from sipguard.policy.model import (
+    Action,
+    Attempt,
+    Consent,
+    ConsentType,
+    Decision,
+    Facts,
+    ListKind,
+    Membership,
+    Reason,
+    Step,
+)
+from sipguard.policy.numbers import SEPARATORS
+
+# Consent types that are a person's affirmative "yes" (47 CFR 64.1200(f)(9) prior express
+# written consent; prior express consent per the FCC's 1992 TCPA Order ¶31; GDPR Art. 4(11)).
+# An established business relationship is not consent: it never overrides an opt-out
+# (47 CFR 64.1200(f)(5)(i): a seller-specific do-not-call request terminates the EBR).
+AFFIRMATIVE = frozenset(
+    {ConsentType.EXPRESS, ConsentType.EXPRESS_WRITTEN, ConsentType.GDPR_CONSENT}
+)
+
+
+class Context:
+    """What the rules read; facts are fetched once, on first use (emergency calls need none)."""
+
+    __slots__ = ("_consents", "_memberships", "attempt", "campaign", "consent", "facts", "now",
+                 "policy")
+
+    def __init__(
+        self,
+        attempt: Attempt,
+        facts: Facts,
+        campaign: CampaignConfig,
+        policy: PolicyConfig,
+        now: datetime,
+    ) -> None:
+        self.attempt = attempt
+        self.facts = facts
+        self.campaign = campaign
+        self.policy = policy
+        self.now = now
+        self.consent: Consent | None = None  # set by a rule that let a consent apply
+        self._memberships: Sequence[Membership] | None = None
+        self._consents: Sequence[Consent] | None = None
+
+    @property
+    def memberships(self) -> Sequence[Membership]:
+        if self._memberships is None:
+            self._memberships = self.facts.memberships(self.attempt.callee or "")
+        return self._memberships
+
+    @property
+    def consents(self) -> Sequence[Consent]:
+        if self._consents is None:
+            self._consents = self.facts.consents(self.attempt.callee or "")
+        return self._consents
+
+    def applies(self, m: Membership) -> bool:
+        """Internal opt-outs bind the whole company (47 CFR 64.1200(d)(3)); other lists
+        count when the campaign names them, by list name or by kind."""
+        return m.kind is ListKind.INTERNAL or m.list_name in self.campaign.lists or (
+            m.kind.value in self.campaign.lists
+        )
+
+    def active_consent(self, types: frozenset[ConsentType], after: datetime | None = None) -> (
+        Consent | None
+    ):
+        """The newest consent of `types` for this campaign ('*' = all) active now."""
+        best: Consent | None = None
+        campaign, now = self.attempt.campaign, self.now
+        for c in self.consents:
+            if (
+                c.type in types
+                and c.campaign in (campaign, "*")
+                and c.granted_at <= now
+                and (c.revoked_at is None or c.revoked_at > now)
+                and (c.expires_at is None or now < c.expires_at)
+                and (after is None or c.granted_at > after)
+                and (best is None or c.granted_at > best.granted_at)
+            ):
+                best = c
+        return best
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A rule's final word: the pipeline stops here."""
+
+    action: Action  # ALLOW or BLOCK (monitor mode turns BLOCK into FLAG later)
+    reason: Reason
+    detail: str = ""
+
+
+RuleFn = Callable[[Context], "Step | Outcome"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    check: RuleFn
+    source: str  # the law, regulation or contract the rule carries out
+
+
+def _ts(value: datetime | None) -> str:
+    return value.isoformat() if value else "unknown"
+
+
+# -- 1. emergency ----------------------------------------------------------------------
+# 47 U.S.C. 227(b)(1)(A) and 47 CFR 64.1200(a)(1): calls made for emergency purposes are
+# exempt; a gateway must never stand between a caller and 911 / 112 / 999 / 000.
+
+
+@lru_cache(maxsize=8)
+def _emergency_table(
+    numbers: tuple[str, ...], prefixes: tuple[str, ...]
+) -> tuple[frozenset[str], int]:
+    longest = max((len(n) for n in numbers), default=0)
+    longest += max((len(p) for p in prefixes), default=0)
+    return frozenset(numbers), longest
+
+
+def emergency(ctx: Context) -> Step | Outcome:
+    policy = ctx.policy
+    table, longest = _emergency_table(policy.emergency_numbers, policy.strip_prefixes)
+    raw = ctx.attempt.callee_raw
+    if len(raw) <= longest + 4:  # separators allowed; longer strings cannot match
+        dialled = raw.translate(SEPARATORS)
+        if dialled in table:
+            return Outcome(Action.ALLOW, Reason.EMERGENCY, dialled)
+        for prefix in policy.strip_prefixes:
+            if prefix and dialled.startswith(prefix) and dialled[len(prefix) :] in table:
+                return Outcome(Action.ALLOW, Reason.EMERGENCY, dialled)
+    return _EMERGENCY_PASS
+
+
+_EMERGENCY_PASS = Step("emergency", "pass")
+
+
+# -- 2. invalid number ----------------------------------------------------------------
+# A number that cannot be E.164 (ITU-T E.164; libphonenumber's metadata) cannot be checked
+# against any list, so it is never called.
+
+
+def valid_number(ctx: Context) -> Step | Outcome:
+    if ctx.attempt.callee is None:
+        return Outcome(Action.BLOCK, Reason.INVALID_NUMBER, repr(ctx.attempt.callee_raw))
+    return _VALID_PASS
+
+
+_VALID_PASS = Step("valid-number", "pass")
+
+
+# -- 3. internal do-not-call ----------------------------------------------------------
+# 47 CFR 64.1200(d)(3) and 16 CFR 310.4(b)(1)(iii)(A): a seller honours a person's request
+# not to be called. Consent given after the opt-out overrides it; nothing given before does.
+
+
+def internal_dnc(ctx: Context) -> Step | Outcome:
+    hits = [m for m in ctx.memberships if m.kind is ListKind.INTERNAL and ctx.applies(m)]
+    if not hits:
+        return _INTERNAL_PASS
+    times = [m.listed_at for m in hits]
+    # An opt-out of unknown date counts as the newest: it cannot be overridden.
+    opt_out = None if any(t is None for t in times) else max(t for t in times if t is not None)
+    names = ",".join(sorted({m.list_name for m in hits}))
+    if opt_out is not None:
+        consent = ctx.active_consent(AFFIRMATIVE, after=opt_out)
+        if consent is not None:
+            ctx.consent = consent
+            return Step(
+                "internal-dnc", "override",
+                f"{names}: opt-out {_ts(opt_out)} before consent #{consent.id} "
+                f"{_ts(consent.granted_at)}",
+            )
+    return Outcome(Action.BLOCK, Reason.DNC_INTERNAL, f"{names}: opt-out {_ts(opt_out)}")
+
+
+_INTERNAL_PASS = Step("internal-dnc", "pass")
+
+
+# -- 4. litigator lists ---------------------------------------------------------------
+# A business risk list, not a statute: numbers of serial TCPA plaintiffs. No consent
+# overrides it (the campaign opts in by naming the list).
+
+
+def litigator(ctx: Context) -> Step | Outcome:
+    for m in ctx.memberships:
+        if m.kind is ListKind.LITIGATOR and ctx.applies(m):
+            return Outcome(Action.BLOCK, Reason.LITIGATOR, m.list_name)
+    return _LITIGATOR_PASS
+
+
+_LITIGATOR_PASS = Step("litigator", "pass")
+
+
+# -- 5. national and state registries -------------------------------------------------
+# 47 CFR 64.1200(c)(2) and 16 CFR 310.4(b)(1)(iii)(B): no telephone solicitation to a number
+# on the National Do-Not-Call Registry, unless the person gave prior express written
+# consent to this seller (64.1200(c)(2)(ii)); state registries (e.g. Fla. Stat. 501.059,
+# Tex. Bus. & Com. Code 304) follow the same pattern. Consent is per campaign here.
+
+_NATIONAL_STATE = ((ListKind.NATIONAL, Reason.DNC_NATIONAL), (ListKind.STATE, Reason.DNC_STATE))
+_WRITTEN = frozenset({ConsentType.EXPRESS_WRITTEN})
+
+
+def national_state_dnc(ctx: Context) -> Step | Outcome:
+    hits = [
+        m for m in ctx.memberships
+        if (m.kind is ListKind.NATIONAL or m.kind is ListKind.STATE) and ctx.applies(m)
+    ]
+    if not hits:
+        return _NATIONAL_PASS
+    names = ",".join(sorted({m.list_name for m in hits}))
+    consent = ctx.active_consent(_WRITTEN)
+    if consent is not None:
+        ctx.consent = consent
+        return Step(
+            "national-state-dnc", "override",
+            f"{names}: express-written consent #{consent.id} {_ts(consent.granted_at)}",
+        )
+    for kind, reason in _NATIONAL_STATE:
+        for m in hits:
+            if m.kind is kind:
+                where = f" ({m.jurisdiction})" if m.jurisdiction else ""
+                return Outcome(Action.BLOCK, reason, f"{m.list_name}{where}")
+    raise AssertionError("unreachable: hits are national or state")
+
+
+_NATIONAL_PASS = Step("national-state-dnc", "pass")
+
+
+# -- 6. campaigns that require consent ------------------------------------------------
+# The campaign's own rule (config `campaigns.NAME.require_consent`), e.g. for autodialled
+# or prerecorded calls that need prior express consent (47 CFR 64.1200(a)(1)-(3)) or for
+# GDPR Art. 6(1)(a) processing. Why it fails is told apart: never given, revoked, expired.
+
+
+def require_consent(ctx: Context) -> Step | Outcome:
+    if not ctx.campaign.require_consent:
+        return _CONSENT_SKIP
+    consent = ctx.consent or ctx.active_consent(AFFIRMATIVE)
+    if consent is not None:
+        ctx.consent = consent
+        return Step("require-consent", "pass", f"consent #{consent.id}")
+    campaign, now = ctx.attempt.campaign, ctx.now
+    given = [
+        c for c in ctx.consents
+        if c.type in AFFIRMATIVE and c.campaign in (campaign, "*") and c.granted_at <= now
+    ]
+    if not given:
+        return Outcome(Action.BLOCK, Reason.NO_CONSENT)
+    latest = max(given, key=lambda c: c.granted_at)
+    if latest.revoked_at is not None and latest.revoked_at <= now:
+        return Outcome(
+            Action.BLOCK, Reason.CONSENT_REVOKED,
+            f"consent #{latest.id} revoked {_ts(latest.revoked_at)} ({latest.revoke_source})",
+        )
+    return Outcome(
+        Action.BLOCK, Reason.CONSENT_EXPIRED,
+        f"consent #{latest.id} expired {_ts(latest.expires_at)}",
+    )
+
+
+_CONSENT_SKIP = Step("require-consent", "skip", "campaign does not require consent")
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("emergency", emergency, "47 U.S.C. 227(b)(1)(A); 47 CFR 64.1200(a)(1)"),
+    Rule("valid-number", valid_number, "ITU-T E.164"),
+    Rule("internal-dnc", internal_dnc, "47 CFR 64.1200(d)(3); 16 CFR 310.4(b)(1)(iii)(A)"),
+    Rule("litigator", litigator, "business risk list named by the campaign"),
+    Rule("national-state-dnc", national_state_dnc,
+         "47 CFR 64.1200(c)(2); 16 CFR 310.4(b)(1)(iii)(B); state DNC statutes"),
+    Rule("require-consent", require_consent, "campaign config require_consent"),
+)
+
+
+def with_rule(rules: Sequence[Rule], rule: Rule, *, before: str) -> tuple[Rule, ...]:
+    """`rules` with `rule` inserted before the one named `before` (for later rule modules)."""
+    names = [r.name for r in rules]
+    if before not in names:
+        raise ValueError(f"no rule named {before!r} (have {', '.join(names)})")
+    i = names.index(before)
+    return (*rules[:i], rule, *rules[i:])
+
+
+def decide(
+    attempt: Attempt,
+    facts: Facts,
+    campaign_config: CampaignConfig,
+    policy_config: PolicyConfig,
+    now: datetime,
+    rules: Sequence[Rule] = RULES,
+) -> Decision:
+    """The decision for one call attempt at `now` (timezone-aware), with its rule trail."""
+    ctx = Context(attempt, facts, campaign_config, policy_config, now)
+    trail: list[Step] = []
+    try:
+        for rule in rules:
+            result = rule.check(ctx)
+            if type(result) is Outcome:
+                return _final(ctx, trail, rule.name, result)
+            trail.append(result)  # type: ignore[arg-type]
+    except StoreError as exc:
+        return _store_unavailable(policy_config, trail, str(exc))
+    if ctx.consent is not None:
+        outcome = Outcome(Action.ALLOW, Reason.CONSENT, f"consent #{ctx.consent.id}")
+    else:
+        outcome = _NO_RESTRICTION
+    return _final(ctx, trail, "allow", outcome)
+
+
+_NO_RESTRICTION = Outcome(Action.ALLOW, Reason.NO_RESTRICTION)
+
+
+def _final(ctx: Context, trail: list[Step], rule: str, outcome: Outcome) -> Decision:
+    action = outcome.action
+    if action is Action.BLOCK and ctx.policy.mode == "monitor":
+        action = Action.FLAG
+    trail.append(Step(rule, action.value, outcome.detail))
+    consent = ctx.consent.id if ctx.consent is not None and action is Action.ALLOW else None
+    return Decision(action, outcome.reason, rule, tuple(trail), consent_id=consent)
+
+
+def _store_unavailable(policy: PolicyConfig, trail: list[Step], detail: str) -> Decision:
+    """The store could not answer: 503 when on_store_error = "reject" (never a silent
+    allow), else forwarded with a flag; monitor mode flags as it does every block."""
+    if policy.on_store_error == "reject" and policy.mode != "monitor":
+        action = Action.BLOCK
+    else:
+        action = Action.FLAG
+    trail.append(Step("store", action.value, detail))
+    return Decision(action, Reason.STORE_UNAVAILABLE, "store", tuple(trail))

@@ -1,0 +1,60 @@
+"""Small `Facts` implementations: plain dicts, nothing, and a store that is down.
+
+The server's real facts come from the store's in-memory index (`sipguard.store`); these
+serve `sipguard check` without a store, the benchmark and the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sipguard.errors import StoreError
+from sipguard.policy.model import Consent, Membership
+
+
+class MemoryFacts:
+    """Memberships and consents held in dicts keyed by E.164 number."""
+
+    __slots__ = ("_consents", "_memberships")
+
+    def __init__(
+        self,
+        memberships: Iterable[tuple[str, Membership]] = (),
+        consents: Iterable[Consent] = (),
+    ) -> None:
+        self._memberships: dict[str, list[Membership]] = {}
+        self._consents: dict[str, list[Consent]] = {}
+        for number, membership in memberships:
+            self.add_membership(number, membership)
+        for consent in consents:
+            self.add_consent(consent)
+
+    def add_membership(self, number: str, membership: Membership) -> None:
+        self._memberships.setdefault(number, []).append(membership)
+
+    def add_consent(self, consent: Consent) -> None:
+        self._consents.setdefault(consent.number, []).append(consent)
+
+    def memberships(self, number: str) -> Sequence[Membership]:
+        return self._memberships.get(number, ())
+
+    def consents(self, number: str) -> Sequence[Consent]:
+        return self._consents.get(number, ())
+
+
+EMPTY_FACTS = MemoryFacts()
+
+
+class UnavailableFacts:
+    """A store that cannot be read: every question raises StoreError."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str = "store not loaded") -> None:
+        self.why = why
+
+    def memberships(self, number: str) -> Sequence[Membership]:
+        raise StoreError(self.why)
+
+    def consents(self, number: str) -> Sequence[Consent]:
+        raise StoreError(self.why)

@@ -1,0 +1,206 @@
+"""The decision hook: an initial INVITE in, an Allow or a Block out (docs/DESIGN.md).
+
+`Gate(config, facts, emit, wall_clock)` reads the called number, the caller and the
+campaign off the INVITE, asks `engine.decide`, turns the Decision into what CONTRACT §4
+puts on the wire, and hands a `DecisionRecord` to `emit` (the app fans it out to the
+log, the store writer and MQTT). It never blocks: facts are in memory.
+
+On the wire (CONTRACT §4):
+* block: the configured final response with `Reason: SIP;cause=<code>;text="<reason>"`
+  (RFC 3326) and `Warning: 399 <host> "<reason>"` (RFC 3261 §20.43, 399 = miscellaneous);
+* store unavailable with on_store_error = "reject": 503 with Retry-After (RFC 3261 §21.5.4);
+* allow / flag: the INVITE goes on with `<tag_header>: allow|flag;reason=<reason>;id=<id>`.
+
+A re-sent INVITE after a 401/407 challenge (same Call-ID, From tag and number, RFC 3261
+§22.2) gets the first decision again: it is the same call, decided and counted once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sipguard.config import Config
+from sipguard.policy.engine import RULES, Rule, decide
+from sipguard.policy.model import Action, Attempt, Decision, DecisionRecord, Facts, Reason, Step
+from sipguard.policy.numbers import Numbers, uri_number
+from sipguard.sip.message import Header, Request, encode
+from sipguard.sip.peer import Peer
+from sipguard.sip.verdict import Allow, Block, Verdict
+
+Emit = Callable[[DecisionRecord], None]
+
+# Safe defaults for settings the lead's config does not have yet (see H2-requests.md).
+DEFAULT_RETRY_AFTER = 30  # seconds, the 503's Retry-After
+DEFAULT_REUSE_SECONDS = 60.0  # how long a decision waits for the re-sent INVITE
+DEFAULT_REUSE_ENTRIES = 65536  # bound on remembered decisions
+
+
+class DecisionIds:
+    """Unique ids, sortable within a node: '<node>-<ms since epoch, 12 hex><counter, 8 hex>'.
+
+    The counter starts at a random value per process, so that workers of one node that
+    decide in the same millisecond do not collide; it only grows, so ids of a process
+    sort in decision order.
+    """
+
+    __slots__ = ("_clock", "_prefix", "_seq")
+
+    def __init__(self, node: str, wall_clock: Callable[[], float]) -> None:
+        self._prefix = f"{node}-"
+        self._clock = wall_clock
+        self._seq = int.from_bytes(os.urandom(3), "big") << 4
+
+    def next(self, wall: float | None = None) -> str:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        ms = int((self._clock() if wall is None else wall) * 1000)
+        return f"{self._prefix}{ms:012x}{self._seq:08x}"
+
+
+class Gate:
+    """The `DecisionHook` the proxy core calls for every initial INVITE from a dialer."""
+
+    def __init__(
+        self,
+        config: Config,
+        facts: Facts,
+        emit: Emit,
+        wall_clock: Callable[[], float] = time.time,
+        *,
+        perf_clock: Callable[[], float] = time.perf_counter,
+        rules: Sequence[Rule] = RULES,
+    ) -> None:
+        self.config = config
+        self.facts = facts  # the app may swap in a reloaded index
+        self.emit = emit
+        self.wall_clock = wall_clock
+        self.perf_clock = perf_clock
+        self.rules = tuple(rules)
+        policy = config.policy
+        self.policy = policy
+        self.numbers = Numbers(policy.default_region, policy.strip_prefixes)
+        self.node = config.node.name
+        self.ids = DecisionIds(self.node, wall_clock)
+        self.emit_failures = 0
+        self._campaign_header = policy.campaign_header.lower()
+        self._tag_name = policy.tag_header.lower()
+        self._tag_prefix = encode(f"{policy.tag_header}: ")
+        self._warn_host = config.sip.advertised_host or self.node
+        self._retry_after = int(getattr(policy, "retry_after", DEFAULT_RETRY_AFTER))
+        self._reuse_seconds = float(getattr(policy, "reuse_seconds", DEFAULT_REUSE_SECONDS))
+        self._reuse_entries = int(getattr(policy, "reuse_entries", DEFAULT_REUSE_ENTRIES))
+        self._recent: OrderedDict[tuple[str, str, str], tuple[float, Verdict]] = OrderedDict()
+        self._blocks: dict[Reason, Block] = {}
+
+    # -- the hook ------------------------------------------------------------------------
+
+    def __call__(self, request: Request, source: Peer, now: float) -> Verdict:
+        started = self.perf_clock()
+        numbers = self.numbers
+        callee_raw = numbers.called_raw(request, self.policy.number_source)
+        call_id = request.call_id
+        key = (call_id, request.tag("from") or "", callee_raw)
+        reused = self._reused(key, now)
+        if reused is not None:
+            return reused
+        campaign = (request.get(self._campaign_header) or "").strip() or "default"
+        attempt = Attempt(callee_raw, numbers.e164(callee_raw), numbers.caller(request),
+                          campaign, call_id)
+        wall = self.wall_clock()
+        ts = datetime.fromtimestamp(wall, UTC)
+        decision = self._decide(attempt, ts)
+        decision_id = self.ids.next(wall)
+        verdict = self.verdict(decision, decision_id)
+        self._remember(key, now, verdict)
+        latency_us = int((self.perf_clock() - started) * 1_000_000)
+        record = DecisionRecord(
+            decision_id, ts, self.node, call_id, campaign,
+            attempt.callee, callee_raw, attempt.caller, str(source), decision, latency_us,
+        )
+        try:
+            self.emit(record)
+        except Exception:  # the call must not fail because a log sink did
+            self.emit_failures += 1
+        return verdict
+
+    def _decide(self, attempt: Attempt, now: datetime) -> Decision:
+        campaign = self.config.campaign(attempt.campaign)
+        try:
+            return decide(attempt, self.facts, campaign, self.policy, now, self.rules)
+        except Exception as exc:  # a broken index must not crash the proxy: fail as a store
+            action = Action.BLOCK if self.policy.on_store_error == "reject" else Action.FLAG
+            if self.policy.mode == "monitor":
+                action = Action.FLAG
+            step = Step("store", action.value, f"internal error: {type(exc).__name__}: {exc}")
+            return Decision(action, Reason.STORE_UNAVAILABLE, "store", (step,))
+
+    # -- wire form -------------------------------------------------------------------------
+
+    def verdict(self, decision: Decision, decision_id: str) -> Verdict:
+        """What the proxy core does with the INVITE for this decision (CONTRACT §4)."""
+        if decision.action is Action.BLOCK:
+            block = self._blocks.get(decision.reason)
+            if block is None:
+                block = self._blocks[decision.reason] = self._block(decision.reason)
+            return block
+        raw = self._tag_prefix + encode(
+            f"{decision.action.value};reason={decision.reason.value};id={decision_id}"
+        )
+        return Allow((Header(self._tag_name, raw, len(self._tag_prefix) - 2),))
+
+    def _block(self, reason: Reason) -> Block:
+        if reason is Reason.STORE_UNAVAILABLE:
+            code, phrase = 503, "Service Unavailable"
+            extra: tuple[Header, ...] = (Header.make("Retry-After", str(self._retry_after)),)
+        else:
+            code = self.policy.block_response.code
+            phrase = self.policy.block_response.reason
+            extra = ()
+        return Block(code, phrase, (
+            *extra,
+            Header.make("Reason", f'SIP;cause={code};text="{reason.value}"'),
+            Header.make("Warning", f'399 {self._warn_host} "{reason.value}"'),
+        ))
+
+    # -- the re-sent INVITE after a challenge ----------------------------------------------
+
+    def _reused(self, key: tuple[str, str, str], now: float) -> Verdict | None:
+        recent = self._recent
+        while recent:  # oldest first: drop what expired
+            oldest = next(iter(recent.values()))
+            if oldest[0] > now:
+                break
+            recent.popitem(last=False)
+        hit = recent.get(key)
+        return hit[1] if hit is not None else None
+
+    def _remember(self, key: tuple[str, str, str], now: float, verdict: Verdict) -> None:
+        recent = self._recent
+        recent[key] = (now + self._reuse_seconds, verdict)
+        recent.move_to_end(key)
+        if len(recent) > self._reuse_entries:
+            recent.popitem(last=False)
+
+    # -- `sipguard check` --------------------------------------------------------------------
+
+    def attempt(self, number: str, campaign: str = "default", caller: str | None = None) -> Attempt:
+        """An attempt as if `number` (digits, E.164, or a sip:/tel: URI) were dialled."""
+        raw = uri_number(number) if ":" in number else number
+        caller_e164 = None
+        if caller:
+            caller_e164 = self.numbers.e164(uri_number(caller) if ":" in caller else caller)
+        return Attempt(raw, self.numbers.e164(raw), caller_e164, campaign, "")
+
+    def check(
+        self,
+        number: str,
+        campaign: str = "default",
+        caller: str | None = None,
+        at: datetime | None = None,
+    ) -> Decision:
+        """The decision the gateway would make for `number` at `at` (default: now)."""
+        when = at if at is not None else datetime.fromtimestamp(self.wall_clock(), UTC)
+        return self._decide(self.attempt(number, campaign, caller), when)
