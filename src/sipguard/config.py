@@ -13,11 +13,13 @@ import os
 import tomllib
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from sipguard.errors import ConfigError
+from sipguard.sip.uri import parse_trunk_uri
 
 DEFAULT_CONFIG = Path("config/sipguard.toml")
 T = TypeVar("T")
@@ -231,48 +233,68 @@ class Config:
 
 
 def _convert(key: str, value: Any, hint: Any) -> Any:
-    origin = get_origin(hint)
+    """Check and convert one TOML value to the type a field declares."""
+    if is_dataclass(hint) and isinstance(hint, type):
+        return _build(key, hint, _table(key, value))
+    converter = _CONVERTERS.get(get_origin(hint))
+    return converter(key, value, hint) if converter else _scalar(key, value, hint)
+
+
+def _table(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"must be a table, not {type(value).__name__}")
+    return value
+
+
+def _literal(key: str, value: Any, hint: Any) -> Any:
+    if value not in get_args(hint):
+        allowed = ", ".join(repr(a) for a in get_args(hint))
+        raise ConfigError(key, f"{value!r} is not one of {allowed}")
+    return value
+
+
+def _union(key: str, value: Any, hint: Any) -> Any:
+    errors = []
+    for arg in get_args(hint):
+        try:
+            return _convert(key, value, arg)
+        except ConfigError as exc:
+            errors.append(exc.problem)
+    raise ConfigError(key, "; ".join(errors))
+
+
+def _tuple(key: str, value: Any, hint: Any) -> tuple[Any, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(key, f"must be a list, not {type(value).__name__}")
+    item = get_args(hint)[0]
+    return tuple(_convert(f"{key}[{i}]", v, item) for i, v in enumerate(value))
+
+
+def _dict(key: str, value: Any, hint: Any) -> dict[str, Any]:
+    item = get_args(hint)[1]
+    return {k: _convert(f"{key}.{k}", v, item) for k, v in _table(key, value).items()}
+
+
+def _scalar(key: str, value: Any, hint: Any) -> Any:
     if hint is Any:
         return value
-    if is_dataclass(hint) and isinstance(hint, type):
-        if not isinstance(value, dict):
-            raise ConfigError(key, f"must be a table, not {type(value).__name__}")
-        return _build(key, hint, value)
-    if origin is Literal:
-        if value not in get_args(hint):
-            allowed = ", ".join(repr(a) for a in get_args(hint))
-            raise ConfigError(key, f"{value!r} is not one of {allowed}")
-        return value
-    if origin in (types.UnionType, typing.Union):
-        errors = []
-        for arg in get_args(hint):
-            try:
-                return _convert(key, value, arg)
-            except ConfigError as exc:
-                errors.append(exc.problem)
-        raise ConfigError(key, "; ".join(errors))
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ConfigError(key, f"must be a list, not {type(value).__name__}")
-        (item,) = get_args(hint)[:1]
-        return tuple(_convert(f"{key}[{i}]", v, item) for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(key, f"must be a table, not {type(value).__name__}")
-        _, item = get_args(hint)
-        return {k: _convert(f"{key}.{k}", v, item) for k, v in value.items()}
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is type(None):
-        if value is not None:
-            raise ConfigError(key, "must be empty")
-        return None
     if not isinstance(hint, type) or not isinstance(value, hint) or (
         hint is int and isinstance(value, bool)
     ):
         name = getattr(hint, "__name__", str(hint))
         raise ConfigError(key, f"must be {name}, not {type(value).__name__} ({value!r})")
     return value
+
+
+_CONVERTERS: dict[Any, Callable[[str, Any, Any], Any]] = {
+    Literal: _literal,
+    types.UnionType: _union,
+    typing.Union: _union,
+    tuple: _tuple,
+    dict: _dict,
+}
 
 
 def _build(prefix: str, cls: type[T], data: dict[str, Any]) -> T:
@@ -304,8 +326,6 @@ def parse_config(data: dict[str, Any], base_dir: str = ".") -> Config:
 
 
 def _replace(config: Config, **changes: Any) -> Config:
-    from dataclasses import replace
-
     return replace(config, **changes)
 
 
@@ -328,8 +348,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
 def validate(config: Config) -> None:
     """Checks across fields that types alone cannot express."""
-    from sipguard.sip.uri import parse_trunk_uri  # late: the config module stays light
-
     config.sip.addresses()
     config.dialers.networks()
     if not config.sip.listen:
@@ -342,7 +360,9 @@ def validate(config: Config) -> None:
         raise ConfigError("policy.block_response.code", "must be a 4xx-6xx final response code")
     source = config.policy.number_source
     if source not in ("ruri", "to") and not (source.startswith("header:") and len(source) > 7):
-        raise ConfigError("policy.number_source", f"{source!r} must be 'ruri', 'to' or 'header:NAME'")
+        raise ConfigError(
+            "policy.number_source", f"{source!r} must be 'ruri', 'to' or 'header:NAME'"
+        )
     if config.sip.timer_c <= 180:
         raise ConfigError("sip.timer_c", "must be greater than 180 seconds (RFC 3261 §16.6)")
     if config.sip.failover_timeout <= 0:
@@ -355,7 +375,7 @@ def reference(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]
     """(key, default, documentation) for every setting, for the generated reference."""
     rows: list[tuple[str, str, str]] = []
     hints = typing.get_type_hints(cls)
-    for f in fields(cls):  # type: ignore[arg-type]
+    for f in fields(cls):
         key = f"{prefix}{f.name}"
         hint = hints[f.name]
         if is_dataclass(hint) and isinstance(hint, type):

@@ -33,38 +33,48 @@ class TimerValues:
 
 
 class TimerQueue:
-    """Deadlines with callbacks; cancelled entries are skipped lazily."""
+    """Deadlines with callbacks.
+
+    Cancelling drops the callback at once (so whatever it holds is freed); the small heap
+    entry left behind is skipped when reached, and the heap is compacted when such entries
+    outnumber the live ones (long timers like C would otherwise pile up under load).
+    """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[float], None]]] = []
-        self._cancelled: set[int] = set()
+        self._heap: list[tuple[float, int]] = []
+        self._callbacks: dict[int, Callable[[float], None]] = {}
         self._seq = itertools.count()
 
     def schedule(self, deadline: float, callback: Callable[[float], None]) -> int:
         handle = next(self._seq)
-        heapq.heappush(self._heap, (deadline, handle, callback))
+        heapq.heappush(self._heap, (deadline, handle))
+        self._callbacks[handle] = callback
         return handle
 
     def cancel(self, handle: int) -> None:
-        self._cancelled.add(handle)
+        if self._callbacks.pop(handle, None) is not None and len(self._heap) > 2 * len(
+            self._callbacks
+        ) + 1024:
+            self._heap = [entry for entry in self._heap if entry[1] in self._callbacks]
+            heapq.heapify(self._heap)
 
     def next_deadline(self) -> float | None:
         heap = self._heap
-        while heap and heap[0][1] in self._cancelled:
-            self._cancelled.discard(heapq.heappop(heap)[1])
+        while heap and heap[0][1] not in self._callbacks:
+            heapq.heappop(heap)
         return heap[0][0] if heap else None
 
     def fire(self, now: float) -> int:
         """Run every callback whose deadline has passed; returns how many ran."""
         heap, ran = self._heap, 0
         while heap and heap[0][0] <= now:
-            _, handle, callback = heapq.heappop(heap)
-            if handle in self._cancelled:
-                self._cancelled.discard(handle)
-                continue
-            callback(now)
-            ran += 1
+            _, handle = heapq.heappop(heap)
+            callback = self._callbacks.pop(handle, None)
+            if callback is not None:
+                callback(now)
+                ran += 1
+            heap = self._heap  # a callback may have compacted the heap
         return ran
 
     def __len__(self) -> int:
-        return len(self._heap) - len(self._cancelled)
+        return len(self._callbacks)

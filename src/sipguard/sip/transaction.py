@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import ClassVar, Protocol
 
-from sipguard.sip.message import Request, Response
+from sipguard.sip.message import Header, Request, Response
 from sipguard.sip.peer import Peer
 from sipguard.sip.timers import TimerValues
 
@@ -120,7 +120,8 @@ class Transaction:
         try:
             action, nxt = self.TABLE[(self.state, event)]
         except KeyError:
-            raise TransactionError(f"{type(self).__name__}: {event.value} in {self.state.value}") from None
+            name = type(self).__name__
+            raise TransactionError(f"{name}: {event.value} in {self.state.value}") from None
         before = self.state
         self.state = nxt
         if action != "absorb":
@@ -161,7 +162,7 @@ class Transaction:
 class ClientTransaction(Transaction):
     """Sends `request` to `peer` and passes the responses that matter up to the TU."""
 
-    __slots__ = ("_interval", "data", "last_response")
+    __slots__ = ("_interval", "ack", "data", "last_response")
 
     def __init__(
         self, key: str, request: Request, peer: Peer, tu: TransactionUser, timers: TimerValues,
@@ -170,7 +171,12 @@ class ClientTransaction(Transaction):
         super().__init__(key, request, peer, tu, timers, now)
         self.data = request.serialize()
         self.last_response: Response | None = None
+        self.ack: bytes | None = None
         self._interval = timers.t1
+
+    def start(self, now: float) -> None:
+        """Send the request and arm the retransmission and timeout timers."""
+        raise NotImplementedError
 
     def receive(self, response: Response, now: float) -> None:
         status = response.status
@@ -183,9 +189,7 @@ class ClientTransaction(Transaction):
         self.tu.on_response(self, message, now)
 
     def _fail(self, now: float, _m: object) -> None:
-        self.tu.on_failure(self, self._failure_event, now)
-
-    _failure_event = E.TRANSPORT_ERROR
+        self.tu.on_failure(self, E.TRANSPORT_ERROR, now)
 
     def _timeout(self, now: float, _m: object) -> None:
         self.tu.on_failure(self, E.B if isinstance(self, InviteClientTransaction) else E.F, now)
@@ -227,10 +231,7 @@ class InviteClientTransaction(ClientTransaction):
            (E.R1XX, E.R2XX, E.R3XX_6XX, E.TRANSPORT_ERROR, E.GIVE_UP)},
     }
 
-    __slots__ = ("ack",)
-
     def start(self, now: float) -> None:
-        self.ack: bytes | None = None
         self.tu.send(self.peer, self.data)
         if not self.reliable:
             self._start(E.A, self._interval, now)
@@ -316,7 +317,7 @@ class NonInviteClientTransaction(ClientTransaction):
 class ServerTransaction(Transaction):
     """Receives `request` from `peer`; the TU sends responses through it."""
 
-    __slots__ = ("last_response", "last_data")
+    __slots__ = ("last_data", "last_response")
 
     def __init__(
         self, key: str, request: Request, peer: Peer, tu: TransactionUser, timers: TimerValues,
@@ -438,8 +439,6 @@ def build_ack(request: Request, response: Response) -> Request:
     Request-URI, Call-ID, From, CSeq number, top Via and Route as in the INVITE; To from the
     response (it carries the tag).
     """
-    from sipguard.sip.message import Header
-
     headers: list[Header] = []
     vias = [h for h in request.headers if h.name == "via"]
     if vias:

@@ -1,0 +1,169 @@
+"""The composition root: config -> store -> index -> gate -> proxy core -> transports.
+
+Everything that waits (sockets, SQLite, MQTT, signals) lives here or in the edge modules
+it wires; the core it drives is synchronous and never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import signal
+import socket
+from collections.abc import Callable
+from functools import lru_cache
+
+import structlog
+
+from sipguard.config import Config
+from sipguard.errors import ConfigError
+from sipguard.sip.parser import Limits
+from sipguard.sip.peer import Peer, Transport
+from sipguard.sip.proxy import Problem, ProxyCore, ProxySettings, TransactionDone
+from sipguard.sip.routing import Identity, Trunk
+from sipguard.sip.timers import TimerValues
+from sipguard.sip.uri import parse_trunk_uri
+from sipguard.sip.verdict import DecisionHook, allow_all
+from sipguard.transport.driver import CoreDriver
+from sipguard.transport.tcp import TcpPool
+from sipguard.transport.udp import UdpEndpoint, open_udp
+
+log = structlog.get_logger("sipguard")
+
+
+def resolve_trunks(config: Config) -> tuple[Trunk, ...]:
+    """Trunks in the order they are tried: by priority, then file order. Names are resolved
+    once at start so that the hot path never waits on DNS."""
+    ordered = sorted(enumerate(config.trunks), key=lambda item: (item[1].priority, item[0]))
+    trunks = []
+    for index, trunk in ordered:
+        key = f"trunks[{index}].uri"
+        uri = parse_trunk_uri(key, trunk.uri)
+        host, port = uri.hostport()
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except socket.gaierror as exc:
+            raise ConfigError(key, f"cannot resolve {host!r}: {exc}") from None
+        address = str(infos[0][4][0])
+        peer = Peer(uri.transport, address, port)
+        trunks.append(Trunk(trunk.name or f"{host}:{port}", peer, uri))
+    return tuple(trunks)
+
+
+def dialer_matcher(config: Config) -> Callable[[str], bool]:
+    networks = config.dialers.networks()
+
+    @lru_cache(maxsize=4096)
+    def allowed(host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in net for net in networks)
+
+    return allowed
+
+
+def identity(config: Config) -> Identity:
+    listen = config.sip.addresses()
+    ports: dict[Transport, int] = {}
+    for address in listen:
+        ports.setdefault(address.transport, address.port)
+    host = config.sip.advertised_host or listen[0].host
+    if host in ("0.0.0.0", "::"):
+        raise ConfigError("sip.advertised_host", "must be set when listening on a wildcard address")
+    hosts = {host.lower()} | {a.host.lower() for a in listen if a.host not in ("0.0.0.0", "::")}
+    return Identity(host, ports, frozenset(hosts))
+
+
+def proxy_settings(config: Config) -> ProxySettings:
+    sip = config.sip
+    return ProxySettings(
+        me=identity(config),
+        trunks=resolve_trunks(config),
+        dialer_allowed=dialer_matcher(config),
+        record_route=sip.record_route,
+        failover_timeout=sip.failover_timeout,
+        timer_c=sip.timer_c,
+        timers=TimerValues(sip.timer_t1, sip.timer_t2, sip.timer_t4),
+        limits=Limits(sip.max_message_size, sip.max_headers, sip.max_line_length),
+        trace=config.log.level == "debug",
+    )
+
+
+def log_core_event(event: TransactionDone | Problem) -> None:
+    if isinstance(event, Problem):
+        log.warning("sip.problem", kind=event.kind, detail=event.detail,
+                    peer=str(event.peer) if event.peer else None)
+    else:
+        log.debug("sip.transaction", method=event.method, call_id=event.call_id,
+                  status=event.status, peer=str(event.source),
+                  duration_ms=round(event.duration * 1000, 3))
+
+
+class Gateway:
+    """The running gateway: sockets, the core driver, and the tasks that feed them."""
+
+    def __init__(self, config: Config, hook: DecisionHook = allow_all) -> None:
+        self.config = config
+        self.hook = hook
+        self.driver: CoreDriver | None = None
+        self._closers: list[Callable[[], object]] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        core = ProxyCore(proxy_settings(self.config), self.hook)
+        driver = CoreDriver(core, loop, log_core_event)
+        self.driver = driver
+        sip = self.config.sip
+        pool = TcpPool(driver, core.settings.limits, connect_timeout=sip.failover_timeout)
+        driver.senders["tcp"] = pool.send
+        self._closers.append(pool.close)
+        udp: UdpEndpoint | None = None
+        for address in sip.addresses():
+            if address.transport == "udp":
+                transport, endpoint = await open_udp(driver, address.host, address.port,
+                                                     sip.udp_buffer_bytes)
+                self._closers.append(transport.close)
+                udp = udp or endpoint
+            else:
+                server = await pool.listen(address.host, address.port)
+                self._closers.append(server.close)
+        if udp is not None:
+            driver.senders["udp"] = udp.send
+        else:
+            driver.senders["udp"] = lambda peer, _data: driver.transport_error(peer)
+        self._closers.append(driver.close)
+        log.info("sipguard.listening", listen=list(sip.listen),
+                 trunks=[str(t.peer) for t in core.settings.trunks])
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            closer()
+        self._closers.clear()
+
+
+async def run(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (or `stop` is set)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(config)
+    await gateway.start()
+    try:
+        await stop.wait()
+    finally:
+        gateway.close()
+        log.info("sipguard.stopped")
+
+
+def serve(config: Config) -> int:
+    """Run the gateway on uvloop when available (about half the CPU per call)."""
+    try:
+        import uvloop  # noqa: PLC0415  (optional at run time)
+    except ImportError:
+        asyncio.run(run(config))
+    else:
+        uvloop.run(run(config))
+    return 0

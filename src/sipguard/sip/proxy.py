@@ -1,0 +1,556 @@
+"""The transaction-stateful proxy core (RFC 3261 §16), sans-IO.
+
+Inputs: `receive(data, source, now)`, `transport_error(peer, now)`, `handle_timer(now)`.
+Outputs: `datagrams_to_send()` (peer, bytes) pairs, `get_timer()` for the next deadline,
+and `events()` for the log edge. The decision hook is called once per initial INVITE from
+a dialer; everything else passes as §16 says a proxy does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sipguard.errors import ProtocolError
+from sipguard.sip.grammar import param
+from sipguard.sip.message import (
+    Header,
+    Request,
+    Response,
+    make_response,
+    strip_top_value,
+)
+from sipguard.sip.parser import DEFAULT_LIMITS, Limits, MessageError, parse_message
+from sipguard.sip.peer import Peer
+from sipguard.sip.routing import (
+    OWN_BRANCH,
+    Identity,
+    Trunk,
+    branch_base,
+    dialer_target,
+    has_own_via,
+    local_tag,
+    own_branch,
+    pop_own_routes,
+    record_route,
+    response_target,
+    trunk_for_dialog,
+)
+from sipguard.sip.timers import TimerQueue, TimerValues
+from sipguard.sip.transaction import (
+    ClientTransaction,
+    Event,
+    InviteClientTransaction,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    ServerTransaction,
+    State,
+    Transaction,
+)
+from sipguard.sip.uri import Params, SipUri, parse_uri
+from sipguard.sip.verdict import Block, DecisionHook
+
+ALLOW_HEADER = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, NOTIFY, MESSAGE"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    me: Identity
+    trunks: tuple[Trunk, ...]  # in the order they are tried
+    dialer_allowed: Callable[[str], bool]
+    record_route: bool = True
+    failover_timeout: float = 2.0
+    timer_c: float = 181.0
+    timers: TimerValues = field(default_factory=TimerValues)
+    limits: Limits = DEFAULT_LIMITS
+    trace: bool = False  # emit a TransactionDone per finished server transaction
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionDone:
+    """A finished server transaction (debug log)."""
+
+    method: str
+    call_id: str
+    status: int | None
+    source: Peer
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something an operator should see (warning log)."""
+
+    kind: str
+    detail: str
+    peer: Peer | None = None
+
+
+class _Context:
+    """One proxied request (§16's response context): its server transaction and branches."""
+
+    __slots__ = ("base", "cancel_pending", "cancelled", "client", "extra", "failover",
+                 "final", "provisional", "request", "server", "target_index", "targets",
+                 "timer_c", "trunk_index")
+
+    def __init__(
+        self, server: ServerTransaction, request: Request, targets: list[tuple[Peer, int]],
+        base: str, extra: tuple[Header, ...],
+    ) -> None:
+        self.server = server
+        self.request = request  # as it will be forwarded, minus our Via
+        self.targets = targets  # (peer, trunk index or -1 for a dialer)
+        self.target_index = 0
+        self.base = base
+        self.extra = extra
+        self.client: ClientTransaction | None = None
+        self.cancelled = False
+        self.cancel_pending = False
+        self.provisional = False
+        self.final = False
+        self.failover: int | None = None
+        self.timer_c: int | None = None
+        self.trunk_index = -1
+
+
+class ProxyCore:
+    """The proxy: transaction tables, routing and the decision seam."""
+
+    def __init__(self, settings: ProxySettings, hook: DecisionHook) -> None:
+        self.settings = settings
+        self.hook = hook
+        self._timers = TimerQueue()
+        self._out: list[tuple[Peer, bytes]] = []
+        self._events: list[TransactionDone | Problem] = []
+        self._server: dict[str, ServerTransaction] = {}
+        self._client: dict[str, ClientTransaction] = {}
+        self._contexts: dict[str, _Context] = {}  # by server and by client key
+        self._trunk_peers = {(t.peer.host, t.peer.port) for t in settings.trunks}
+        self._trunk_hosts = {t.peer.host for t in settings.trunks}
+
+    # ---- outputs -------------------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[Peer, bytes]]:
+        out, self._out = self._out, []
+        return out
+
+    def events(self) -> list[TransactionDone | Problem]:
+        out, self._events = self._events, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return self._timers.next_deadline()
+
+    def handle_timer(self, now: float) -> None:
+        self._timers.fire(now)
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self._server) + len(self._client)
+
+    # ---- TransactionUser -----------------------------------------------------------------
+
+    def send(self, peer: Peer, data: bytes) -> None:
+        self._out.append((peer, data))
+
+    def schedule(self, deadline: float, callback: Callable[[float], None]) -> int:
+        return self._timers.schedule(deadline, callback)
+
+    def cancel_timer(self, handle: int) -> None:
+        self._timers.cancel(handle)
+
+    # ---- inputs --------------------------------------------------------------------------
+
+    def receive(self, data: bytes, source: Peer, now: float) -> None:
+        """One datagram, or one framed message from a stream."""
+        if not data.strip(b"\r\n \t"):
+            return  # keep-alive
+        try:
+            message = parse_message(data, self.settings.limits, stream=source.transport != "udp")
+        except MessageError as exc:
+            self._problem("malformed", str(exc), source)
+            if isinstance(exc.partial, Request) and exc.partial.method != "ACK":
+                self._reply_stateless(exc.partial, source, exc.status, exc.reason)
+            return
+        except ProtocolError as exc:
+            self._problem("malformed", str(exc), source)
+            return
+        try:
+            if isinstance(message, Request):
+                self._on_request(message, source, now)
+            else:
+                assert isinstance(message, Response)
+                self._on_response(message, source, now)
+        except ProtocolError as exc:  # a header the routing needed turned out unusable
+            self._problem("malformed", str(exc), source)
+            if isinstance(message, Request) and message.method != "ACK":
+                self._reply_stateless(message, source, exc.status, exc.reason)
+
+    def transport_error(self, peer: Peer, now: float) -> None:
+        """Sending to `peer` failed (TCP connect refused or reset, ICMP error)."""
+        self._problem("transport-error", "send failed", peer)
+        for tx in list(self._client.values()):
+            if tx.peer == peer and tx.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+                tx.handle(Event.TRANSPORT_ERROR, now)
+
+    # ---- requests ------------------------------------------------------------------------
+
+    def _source_kind(self, source: Peer) -> str:
+        if (source.host, source.port) in self._trunk_peers:
+            return "trunk"
+        if self.settings.dialer_allowed(source.host):
+            return "dialer"
+        if source.host in self._trunk_hosts:
+            return "trunk"
+        return "unknown"
+
+    def _on_request(self, req: Request, source: Peer, now: float) -> None:
+        kind = self._source_kind(source)
+        if kind == "unknown":
+            self._problem("forbidden", f"{req.method} from a source outside [dialers] allow",
+                          source)
+            if req.method != "ACK":
+                self._reply_stateless(req, source, 403, "Forbidden")
+            return
+        method = req.method
+        via = req.top_via
+        sent_by = f"{via.host}:{via.port}"
+        key = f"{via.branch}|{sent_by}|{'INVITE' if method == 'ACK' else method}"
+        if method == "ACK":
+            self._on_ack(req, source, key, now)
+            return
+        existing = self._server.get(key)
+        if existing is not None:
+            existing.handle(Event.REQUEST, now)
+            return
+        if method == "CANCEL":
+            self._on_cancel(req, source, key, f"{via.branch}|{sent_by}|INVITE", now)
+            return
+        if method == "OPTIONS" and self._addressed_to_me(req):
+            self._reply_stateless(req, source, 200, "OK", (
+                Header.make("allow", ALLOW_HEADER), Header.make("accept", "application/sdp")))
+            return
+        mf_text = req.get("max-forwards")
+        if mf_text is not None and int(mf_text) == 0:
+            self._reply_stateless(req, source, 483, "Too Many Hops")
+            return
+        if has_own_via(req, self.settings.me):
+            self._problem("loop", "request carries sipguard's own Via", source)
+            self._reply_stateless(req, source, 482, "Loop Detected")
+            return
+        self._route_new(req, source, kind, key, now)
+
+    def _addressed_to_me(self, req: Request) -> bool:
+        uri = parse_uri(req.uri, "Request-URI")
+        return isinstance(uri, SipUri) and uri.user is None and self.settings.me.uri_is_me(uri)
+
+    def _route_new(self, req: Request, source: Peer, kind: str, key: str, now: float) -> None:
+        req, rr_params = pop_own_routes(req, self.settings.me)
+        in_dialog = req.tag("to") is not None
+        if not in_dialog and kind == "trunk":
+            self._problem("forbidden", f"out-of-dialog {req.method} from a trunk", source)
+            self._reply_stateless(req, source, 403, "Forbidden")
+            return
+        targets = self._targets(req, kind, in_dialog, rr_params)
+        if not targets:
+            self._problem("forbidden", "in-dialog request to a non-dialer address", source)
+            self._reply_stateless(req, source, 403, "Forbidden")
+            return
+        server: ServerTransaction
+        if req.method == "INVITE":
+            server = InviteServerTransaction(key, req, source, self, self.settings.timers, now)
+        else:
+            server = NonInviteServerTransaction(key, req, source, self, self.settings.timers, now)
+        self._server[key] = server
+        base = branch_base(req)
+        extra: tuple[Header, ...] = ()
+        if req.method == "INVITE":
+            server.respond(make_response(req, 100, "Trying"), now)
+            if not in_dialog:
+                verdict = self.hook(req, source, now)
+                if isinstance(verdict, Block):
+                    server.respond(make_response(req, verdict.status, verdict.reason,
+                                                 verdict.headers, to_tag=local_tag(base)), now)
+                    return
+                extra = verdict.headers
+        ctx = _Context(server, self._prepare(req, extra), targets, base, extra)
+        self._contexts[key] = ctx
+        self._forward(ctx, now)
+
+    def _targets(
+        self, req: Request, kind: str, in_dialog: bool, rr_params: Params | None
+    ) -> list[tuple[Peer, int]]:
+        """Where the request may go, in order: (peer, trunk index or -1 for a dialer)."""
+        trunks = self.settings.trunks
+        if not in_dialog:
+            return [(t.peer, i) for i, t in enumerate(trunks)]
+        if self._downstream(req, kind, rr_params):
+            trunk = trunk_for_dialog(req, trunks, rr_params)
+            return [(trunk.peer, trunks.index(trunk))]
+        peer = dialer_target(req, self.settings.dialer_allowed)
+        return [] if peer is None else [(peer, -1)]
+
+    @staticmethod
+    def _downstream(req: Request, kind: str, rr_params: Params | None) -> bool:
+        """Is an in-dialog request going toward the trunk? Our Record-Route's ftag says
+        whether it comes from the caller (the dialer); without it, the source does."""
+        ftag = param(rr_params, "ftag") if rr_params is not None else None
+        return req.tag("from") == ftag if ftag else kind == "dialer"
+
+    def _prepare(self, req: Request, extra: tuple[Header, ...]) -> Request:
+        """§16.6 steps 1-3 and the verdict's headers: the copy every branch starts from."""
+        drop = {h.name for h in extra}
+        headers: list[Header] = []
+        saw_mf = False
+        for h in req.headers:
+            if h.name in drop:
+                continue  # a dialer cannot forge sipguard's own decision header
+            if h.name == "max-forwards":
+                saw_mf = True
+                headers.append(Header.make("max-forwards", str(int(h.value) - 1)))
+            else:
+                headers.append(h)
+        if not saw_mf:
+            headers.append(Header.make("max-forwards", "70"))
+        headers.extend(extra)
+        return req.with_headers(tuple(headers))
+
+    def _forward(self, ctx: _Context, now: float) -> None:
+        """Send the request to the current target in a new client transaction."""
+        peer, trunk = ctx.targets[ctx.target_index]
+        req = ctx.request
+        me = self.settings.me
+        branch = own_branch(ctx.base, ctx.target_index)
+        via = Header.make("via", f"SIP/2.0/{peer.transport.upper()} {me.sent_by(peer.transport)}"
+                                 f";branch={branch};rport")
+        front: tuple[Header, ...] = (via,)
+        if self.settings.record_route and req.method in ("INVITE", "SUBSCRIBE", "REFER") and (
+            req.tag("to") is None
+        ):
+            front += record_route(me, ctx.server.peer.transport, peer.transport,
+                                  req.tag("from"), trunk)
+        fwd = req.with_headers(front + req.headers)
+        ckey = f"{branch}|{req.method}"
+        client: ClientTransaction
+        if req.method == "INVITE":
+            client = InviteClientTransaction(ckey, fwd, peer, self, self.settings.timers, now)
+        else:
+            client = NonInviteClientTransaction(ckey, fwd, peer, self, self.settings.timers, now)
+        ctx.client = client
+        ctx.trunk_index = trunk
+        self._client[ckey] = client
+        self._contexts[ckey] = ctx
+        if ctx.target_index + 1 < len(ctx.targets):
+            ctx.failover = self.schedule(now + self.settings.failover_timeout,
+                                         lambda t: self._silent(ctx, client, t))
+        if req.method == "INVITE":
+            ctx.timer_c = self.schedule(now + self.settings.timer_c,
+                                        lambda t: self._timer_c(ctx, t))
+        client.start(now)
+
+    def _silent(self, ctx: _Context, client: ClientTransaction, now: float) -> None:
+        """The trunk said nothing at all within failover_timeout: treat it as down."""
+        ctx.failover = None
+        if client is ctx.client and client.last_response is None and not ctx.final:
+            self._problem("trunk-silent", "no response; trying the next trunk", client.peer)
+            client.handle(Event.GIVE_UP, now)
+            self._next_target_or_fail(ctx, 408, now)
+
+    def _timer_c(self, ctx: _Context, now: float) -> None:
+        """§16.6 step 11: a ringing INVITE that never completes is cancelled."""
+        ctx.timer_c = None
+        if ctx.final:
+            return
+        if ctx.provisional:
+            self._send_cancel(ctx, now)
+        elif ctx.client is not None:
+            ctx.client.handle(Event.GIVE_UP, now)
+            self._respond_locally(ctx, 408, now)
+
+    def _next_target_or_fail(self, ctx: _Context, status: int, now: float) -> None:
+        if not ctx.cancelled and ctx.target_index + 1 < len(ctx.targets):
+            ctx.target_index += 1
+            self._forward(ctx, now)
+        else:
+            self._respond_locally(ctx, 487 if ctx.cancelled else status, now)
+
+    def _respond_locally(self, ctx: _Context, status: int, now: float) -> None:
+        if ctx.final:
+            return
+        ctx.final = True
+        self._stop_context_timers(ctx)
+        req = ctx.server.request
+        ctx.server.respond(make_response(req, status, to_tag=local_tag(ctx.base)), now)
+
+    def _stop_context_timers(self, ctx: _Context) -> None:
+        for handle in (ctx.failover, ctx.timer_c):
+            if handle is not None:
+                self.cancel_timer(handle)
+        ctx.failover = ctx.timer_c = None
+
+    # ---- ACK and CANCEL ------------------------------------------------------------------
+
+    def _on_ack(self, req: Request, source: Peer, key: str, now: float) -> None:
+        tx = self._server.get(key)
+        if tx is not None and tx.state in (State.COMPLETED, State.CONFIRMED):
+            tx.handle(Event.ACK, now)  # the ACK of a non-2xx final stops here (§16.7)
+            return
+        # The ACK of a 2xx is its own transaction: forwarded statelessly in the dialog.
+        req, rr_params = pop_own_routes(req, self.settings.me)
+        if self._downstream(req, self._source_kind(source), rr_params):
+            peer = trunk_for_dialog(req, self.settings.trunks, rr_params).peer
+        else:
+            target = dialer_target(req, self.settings.dialer_allowed)
+            if target is None:
+                self._problem("forbidden", "ACK toward a non-dialer address", source)
+                return
+            peer = target
+        fwd = self._prepare(req, ())
+        via = Header.make("via", f"SIP/2.0/{peer.transport.upper()} "
+                                 f"{self.settings.me.sent_by(peer.transport)}"
+                                 f";branch={own_branch(branch_base(req), 0)};rport")
+        self.send(peer, fwd.with_headers((via, *fwd.headers)).serialize())
+
+    def _on_cancel(self, req: Request, source: Peer, key: str, invite_key: str,
+                   now: float) -> None:
+        invite = self._server.get(invite_key)
+        if invite is None:
+            self._reply_stateless(req, source, 481, "Call/Transaction Does Not Exist")
+            return
+        server = NonInviteServerTransaction(key, req, source, self, self.settings.timers, now)
+        self._server[key] = server
+        server.respond(make_response(req, 200, "OK"), now)  # §16.10: answer the CANCEL at once
+        ctx = self._contexts.get(invite_key)
+        if ctx is None or ctx.final:
+            return
+        ctx.cancelled = True
+        if ctx.provisional:
+            self._send_cancel(ctx, now)
+        else:
+            ctx.cancel_pending = True  # §9.1: no CANCEL before a provisional response
+
+    def _send_cancel(self, ctx: _Context, now: float) -> None:
+        client = ctx.client
+        if client is None or client.state not in (State.CALLING, State.PROCEEDING):
+            return
+        invite = client.request
+        headers = [Header.make("via", invite.get("via") or "")]
+        headers.extend(h for h in invite.headers
+                       if h.name in ("route", "from", "to", "call-id", "max-forwards"))
+        headers.append(Header.make("cseq", f"{invite.cseq[0]} CANCEL"))
+        cancel = Request(tuple(headers), b"", "CANCEL", invite.uri)
+        ckey = f"{invite.top_via.branch}|CANCEL"
+        tx = NonInviteClientTransaction(ckey, cancel, client.peer, self, self.settings.timers, now)
+        self._client[ckey] = tx
+        tx.start(now)
+        # If the trunk never answers the INVITE after our CANCEL, stop waiting (§16.10).
+        self.schedule(now + self.settings.timers.b, lambda t: self._cancel_expired(ctx, t))
+
+    def _cancel_expired(self, ctx: _Context, now: float) -> None:
+        if not ctx.final and ctx.client is not None:
+            ctx.client.handle(Event.GIVE_UP, now)
+            self._respond_locally(ctx, 487, now)
+
+    # ---- responses -----------------------------------------------------------------------
+
+    def _on_response(self, resp: Response, source: Peer, now: float) -> None:
+        if self._source_kind(source) == "unknown":
+            self._problem("dropped", "response from an unknown source", source)
+            return
+        via = resp.top_via
+        if not via.branch.startswith(OWN_BRANCH) or not self.settings.me.is_me(via.host, via.port):
+            self._problem("dropped", "response whose top Via is not sipguard's", source)
+            return
+        client = self._client.get(f"{via.branch}|{resp.cseq[1]}")
+        if client is not None:
+            client.receive(resp, now)
+            return
+        self._forward_response_statelessly(resp, source)
+
+    def _forward_response_statelessly(self, resp: Response, source: Peer) -> None:
+        """§16.7 for a response no transaction wants (e.g. a late 2xx retransmission)."""
+        upstream = resp.with_headers(strip_top_value(resp.headers, "via"))
+        next_via = upstream.get("via")
+        if next_via is None:
+            return
+        peer = response_target(next_via)
+        if self._source_kind(peer) == "unknown":
+            self._problem("dropped", "response toward an address outside the allow list", source)
+            return
+        self.send(peer, upstream.serialize())
+
+    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
+        ctx = self._contexts.get(tx.key)
+        if ctx is None or (ctx.client is not tx and response.status >= 200):
+            if response.status // 100 == 2 and tx.request.method == "INVITE":
+                self._forward_response_statelessly(response, tx.peer)
+            return
+        status = response.status
+        if status < 200:
+            ctx.provisional = True
+            if ctx.failover is not None:
+                self.cancel_timer(ctx.failover)
+                ctx.failover = None
+            if ctx.cancel_pending:
+                ctx.cancel_pending = False
+                self._send_cancel(ctx, now)
+            if status == 100:
+                return  # §16.7 step 5: a 100 is not forwarded
+        elif status < 300:
+            ctx.final = True
+            self._stop_context_timers(ctx)
+        elif status in (408, 503) and not ctx.cancelled and ctx.target_index + 1 < len(
+            ctx.targets
+        ):
+            self._stop_context_timers(ctx)
+            ctx.target_index += 1
+            self._forward(ctx, now)
+            return
+        else:
+            ctx.final = True
+            self._stop_context_timers(ctx)
+            if status == 503:  # §16.7 step 6: a 503 is not passed upstream as such
+                response = Response(response.headers, response.body, 500, "Server Internal Error")
+        ctx.server.respond(response.with_headers(strip_top_value(response.headers, "via")), now)
+
+    def on_failure(self, tx: ClientTransaction, event: Event, now: float) -> None:
+        ctx = self._contexts.get(tx.key)
+        if ctx is None or ctx.client is not tx or ctx.final:
+            return
+        self._stop_context_timers(ctx)
+        if event is Event.TRANSPORT_ERROR:
+            self._next_target_or_fail(ctx, 503, now)
+        else:
+            self._next_target_or_fail(ctx, 408, now)
+
+    def on_terminated(self, tx: Transaction, now: float) -> None:
+        if isinstance(tx, ServerTransaction):
+            self._server.pop(tx.key, None)
+            ctx = self._contexts.pop(tx.key, None)
+            if ctx is not None:
+                self._stop_context_timers(ctx)
+            if self.settings.trace:
+                status = tx.last_response.status if tx.last_response else None
+                self._events.append(TransactionDone(tx.request.method, tx.request.call_id,
+                                                    status, tx.peer, now - tx.created))
+        else:
+            self._client.pop(tx.key, None)
+            self._contexts.pop(tx.key, None)
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _reply_stateless(
+        self, req: Request, source: Peer, status: int, reason: str,
+        extra: tuple[Header, ...] = (),
+    ) -> None:
+        try:
+            base = branch_base(req)
+            response = make_response(req, status, reason, extra, to_tag=local_tag(base))
+            self.send(source, response.serialize())
+        except (ProtocolError, ValueError) as exc:  # not even routable: drop
+            self._problem("dropped", f"cannot answer: {exc}", source)
+
+    def _problem(self, kind: str, detail: str, peer: Peer | None) -> None:
+        self._events.append(Problem(kind, detail, peer))
+

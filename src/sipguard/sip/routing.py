@@ -1,0 +1,169 @@
+"""Where requests go: sipguard's own identity, Route / Record-Route, branches (RFC 3261 §16).
+
+sipguard is never an open relay: requests toward the trunk side only ever go to a
+configured trunk, requests toward the dialer side only to an allowed dialer address,
+whatever the Request-URI or Route headers say.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sipguard.sip.grammar import param
+from sipguard.sip.message import Header, Message, Request, encode, parse_via, strip_top_value
+from sipguard.sip.peer import Peer, Transport
+from sipguard.sip.uri import SipUri, parse_name_addr, parse_uri
+
+MAGIC = "z9hG4bK"  # RFC 3261 §8.1.1.7
+OWN_BRANCH = MAGIC + "sg"  # every branch sipguard creates starts with this
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    name: str
+    peer: Peer  # resolved address the trunk is reached at
+    uri: SipUri
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The addresses that name sipguard itself, per transport."""
+
+    host: str  # advertised host (Via, Record-Route)
+    ports: dict[Transport, int]
+    hosts: frozenset[str]  # every host string that means "us" (advertised + listen IPs)
+
+    def sent_by(self, transport: Transport) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.ports.get(transport) or next(iter(self.ports.values()))}"
+
+    def is_me(self, host: str, port: int | None) -> bool:
+        return host.lower() in self.hosts and (port is None or port in self.ports.values())
+
+    def uri_is_me(self, uri: SipUri) -> bool:
+        return self.is_me(uri.host, uri.port)
+
+
+def branch_base(request: Request) -> str:
+    """A stable id for the incoming transaction: the same for its retransmissions and its
+    CANCEL, so that derived branches are deterministic (RFC 3261 §16.6 step 8)."""
+    via = request.top_via
+    branch = via.branch
+    if branch.startswith(MAGIC) and len(branch) > len(MAGIC):
+        seed = f"{branch}|{via.host}:{via.port}"
+    else:  # RFC 2543 peers: no usable branch (RFC 3261 §17.2.3 fallback fields)
+        num, _ = request.cseq
+        seed = f"{request.call_id}|{request.tag('from')}|{num}|{via.host}:{via.port}"
+    return hashlib.blake2b(encode(seed), digest_size=8).hexdigest()
+
+
+def own_branch(base: str, attempt: int) -> str:
+    return f"{OWN_BRANCH}{base}.{attempt}"
+
+
+def local_tag(base: str) -> str:
+    """To-tag for responses sipguard itself generates (deterministic per transaction)."""
+    return "sg" + base[:10]
+
+
+def pop_own_routes(
+    request: Request, me: Identity
+) -> tuple[Request, tuple[tuple[str, str | None], ...] | None]:
+    """Remove the top Route values that name sipguard (RFC 3261 §16.4, RFC 5658 double RR).
+
+    Returns the request without them and the parameters of the first one removed (our
+    Record-Route parameters: ftag, trunk), or None when the top Route was not ours.
+    """
+    params: tuple[tuple[str, str | None], ...] | None = None
+    while True:
+        top = request.get("route")
+        if top is None:
+            return request, params
+        uri = parse_uri(parse_name_addr(top, "Route").uri, "Route")
+        if not isinstance(uri, SipUri) or not me.uri_is_me(uri):
+            return request, params
+        if params is None:
+            params = uri.params
+        request = request.with_headers(strip_top_value(request.headers, "route"))
+
+
+def next_hop_uri(request: Request) -> SipUri | None:
+    """The URI a loose router sends to: the top Route, else the Request-URI (§16.12)."""
+    top = request.get("route")
+    text = parse_name_addr(top, "Route").uri if top is not None else request.uri
+    uri = parse_uri(text, "Route" if top is not None else "Request-URI")
+    return uri if isinstance(uri, SipUri) else None
+
+
+def dialer_target(request: Request, allowed: Callable[[str], bool]) -> Peer | None:
+    """Where an in-dialog request from the trunk goes: the next hop, if it is an allowed dialer."""
+    uri = next_hop_uri(request)
+    if uri is None:
+        return None
+    try:
+        ipaddress.ip_address(uri.host)
+    except ValueError:
+        return None  # sipguard does not resolve names toward dialers
+    if not allowed(uri.host):
+        return None
+    host, port = uri.hostport()
+    return Peer(uri.transport, host, port)
+
+
+def trunk_for_dialog(
+    request: Request, trunks: Sequence[Trunk], rr_params: tuple[tuple[str, str | None], ...] | None
+) -> Trunk:
+    """The trunk an in-dialog request from a dialer goes to: the one recorded in our
+    Record-Route, else the one its next hop names, else the first."""
+    if rr_params is not None:
+        index = param(rr_params, "sgt")
+        if index is not None and index.isdigit() and int(index) < len(trunks):
+            return trunks[int(index)]
+    uri = next_hop_uri(request)
+    if uri is not None:
+        for trunk in trunks:
+            if (uri.host, uri.port or 5060) == (trunk.peer.host, trunk.peer.port) or (
+                uri.host == trunk.uri.host and (uri.port or 5060) == trunk.peer.port
+            ):
+                return trunk
+    return trunks[0]
+
+
+def record_route(
+    me: Identity, inbound: Transport, outbound: Transport, from_tag: str | None, trunk: int
+) -> tuple[Header, ...]:
+    """Our Record-Route value(s): one, or two when the call changes transport (RFC 5658)."""
+
+    def value(transport: Transport) -> str:
+        tparam = ";transport=tcp" if transport == "tcp" else ""
+        ftag = f";ftag={from_tag}" if from_tag else ""
+        return f"<sip:{me.sent_by(transport)}{tparam};lr{ftag};sgt={trunk}>"
+
+    if inbound == outbound:
+        return (Header.make("record-route", value(outbound)),)
+    return (Header.make("record-route", f"{value(outbound)}, {value(inbound)}"),)
+
+
+def has_own_via(message: Message, me: Identity) -> bool:
+    """A request already carrying a Via of ours has looped back (sipguard never spirals:
+    it only forwards to trunks and dialers, never to itself)."""
+    for text in message.values("via"):
+        via = parse_via(text)
+        if via.branch.startswith(OWN_BRANCH) and me.is_me(via.host, via.port):
+            return True
+    return False
+
+
+def response_target(via_text: str) -> Peer:
+    """Where a response goes per its (next) Via: received / rport, else sent-by (§18.2.2,
+    RFC 3581)."""
+    via = parse_via(via_text)
+    transport: Transport = "tcp" if via.transport in ("TCP", "TLS") else "udp"
+    host = via.param("received") or via.host
+    rport = via.param("rport")
+    port = int(rport) if rport and rport.isdigit() else via.port or 5060
+    return Peer(transport, host, port)
+

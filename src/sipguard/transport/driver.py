@@ -1,0 +1,57 @@
+"""Runs the sans-IO proxy core on an asyncio loop (aioquic's protocol.py shape).
+
+Every input is handed to the core with the loop's clock, then `flush()` sends what the
+core produced, hands its events to the log and re-arms the single loop timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from sipguard.sip.peer import Peer
+from sipguard.sip.proxy import Problem, ProxyCore, TransactionDone
+
+Sender = Callable[[Peer, bytes], None]
+EventSink = Callable[[TransactionDone | Problem], None]
+
+
+class CoreDriver:
+    def __init__(self, core: ProxyCore, loop: asyncio.AbstractEventLoop, on_event: EventSink):
+        self.core = core
+        self.loop = loop
+        self.on_event = on_event
+        self.senders: dict[str, Sender] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed: float | None = None
+
+    def receive(self, data: bytes, source: Peer) -> None:
+        self.core.receive(data, source, self.loop.time())
+        self.flush()
+
+    def transport_error(self, peer: Peer) -> None:
+        self.core.transport_error(peer, self.loop.time())
+        self.flush()
+
+    def flush(self) -> None:
+        core = self.core
+        for peer, data in core.datagrams_to_send():
+            self.senders[peer.transport](peer, data)
+        for event in core.events():
+            self.on_event(event)
+        deadline = core.get_timer()
+        if deadline is not None and (self._armed is None or deadline < self._armed):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._armed = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._armed = None
+        self.core.handle_timer(self.loop.time())
+        self.flush()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
