@@ -1,0 +1,247 @@
+"""decide(): every rule of issue 3, its order and its edges, as one table plus a few checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sipguard.config import CampaignConfig, PolicyConfig
+from sipguard.policy.engine import RULES, Rule, decide, with_rule
+from sipguard.policy.facts import MemoryFacts, UnavailableFacts
+from sipguard.policy.model import (
+    Action,
+    Attempt,
+    Consent,
+    ConsentType,
+    Facts,
+    ListKind,
+    Membership,
+    Reason,
+    Step,
+)
+
+NOW = datetime(2026, 6, 1, 15, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+NUMBER = "+14155552671"
+CAMPAIGN = "spring"
+
+PLAIN = CampaignConfig()
+REQUIRES = CampaignConfig(require_consent=True)
+INTERNAL_ONLY = CampaignConfig(lists=("internal",))
+ENFORCE = PolicyConfig()
+MONITOR = PolicyConfig(mode="monitor")
+LENIENT = PolicyConfig(on_store_error="allow")
+STRIP_9 = PolicyConfig(strip_prefixes=("9",))
+
+E, EW = ConsentType.EXPRESS, ConsentType.EXPRESS_WRITTEN
+EBR = ConsentType.EBR_PURCHASE
+
+
+def on(kind: ListKind, listed: datetime | None = NOW - 30 * DAY, name: str | None = None,
+       jurisdiction: str | None = None) -> Membership:
+    return Membership(name or kind.value, kind, jurisdiction, listed, None)
+
+
+def consent(
+    kind: ConsentType = E, campaign: str = CAMPAIGN, granted: datetime = NOW - 10 * DAY,
+    expires: datetime | None = None, revoked: datetime | None = None, id: int = 7,
+) -> Consent:
+    return Consent(id, NUMBER, campaign, kind, granted, expires, revoked,
+                   "crm" if revoked else None, "form-42")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    expect: tuple[Action, Reason, str]  # action, reason, deciding rule
+    lists: tuple[Membership, ...] = ()
+    consents: tuple[Consent, ...] = ()
+    campaign: CampaignConfig = PLAIN
+    policy: PolicyConfig = ENFORCE
+    dialled: str = NUMBER
+    callee: str | None = NUMBER
+    facts: Facts | None = field(default=None)
+
+
+ALLOW, BLOCK, FLAG = Action.ALLOW, Action.BLOCK, Action.FLAG
+R = Reason
+DOWN = UnavailableFacts("disk I/O error")
+
+CASES = [
+    Case("nothing known", (ALLOW, R.NO_RESTRICTION, "allow")),
+    # 1. emergency: always allowed, before anything else, whatever the store says
+    Case("911", (ALLOW, R.EMERGENCY, "emergency"), dialled="911", callee=None),
+    Case("112 with separators", (ALLOW, R.EMERGENCY, "emergency"), dialled="1-1-2", callee=None),
+    Case("9+911 with the outside-line prefix", (ALLOW, R.EMERGENCY, "emergency"),
+         dialled="9911", callee=None, policy=STRIP_9),
+    Case("911 with prefix 9 configured", (ALLOW, R.EMERGENCY, "emergency"),
+         dialled="911", callee=None, policy=STRIP_9),
+    Case("emergency while the store is down", (ALLOW, R.EMERGENCY, "emergency"),
+         dialled="911", callee=None, facts=DOWN),
+    Case("emergency on every list", (ALLOW, R.EMERGENCY, "emergency"), dialled="911",
+         lists=(on(ListKind.INTERNAL), on(ListKind.LITIGATOR))),
+    # 2. invalid numbers
+    Case("invalid", (BLOCK, R.INVALID_NUMBER, "valid-number"), dialled="555", callee=None),
+    Case("invalid while the store is down", (BLOCK, R.INVALID_NUMBER, "valid-number"),
+         dialled="abc", callee=None, facts=DOWN),
+    # 3. internal DNC: consent newer than the opt-out overrides it, nothing older does
+    Case("internal opt-out", (BLOCK, R.DNC_INTERNAL, "internal-dnc"),
+         lists=(on(ListKind.INTERNAL),)),
+    Case("opt-out older than consent", (ALLOW, R.CONSENT, "allow"),
+         lists=(on(ListKind.INTERNAL, NOW - 30 * DAY),), consents=(consent(),)),
+    Case("opt-out newer than consent", (BLOCK, R.DNC_INTERNAL, "internal-dnc"),
+         lists=(on(ListKind.INTERNAL, NOW - 5 * DAY),), consents=(consent(),)),
+    Case("opt-out at the same instant as consent", (BLOCK, R.DNC_INTERNAL, "internal-dnc"),
+         lists=(on(ListKind.INTERNAL, NOW - 10 * DAY),), consents=(consent(),)),
+    Case("opt-out of unknown date", (BLOCK, R.DNC_INTERNAL, "internal-dnc"),
+         lists=(on(ListKind.INTERNAL, None),), consents=(consent(),)),
+    Case("two opt-outs, one after the consent", (BLOCK, R.DNC_INTERNAL, "internal-dnc"),
+         lists=(on(ListKind.INTERNAL, NOW - 30 * DAY, "a"), on(ListKind.INTERNAL, NOW - DAY, "b")),
+         consents=(consent(),)),
+    Case("newer consent for another campaign", (BLOCK, R.DNC_INTERNAL, "internal-dnc"),
+         lists=(on(ListKind.INTERNAL),), consents=(consent(campaign="other"),)),
+    Case("newer consent for every campaign", (ALLOW, R.CONSENT, "allow"),
+         lists=(on(ListKind.INTERNAL),), consents=(consent(campaign="*"),)),
+    Case("newer but revoked consent", (BLOCK, R.DNC_INTERNAL, "internal-dnc"),
+         lists=(on(ListKind.INTERNAL),), consents=(consent(revoked=NOW - DAY),)),
+    Case("an EBR never overrides an opt-out", (BLOCK, R.DNC_INTERNAL, "internal-dnc"),
+         lists=(on(ListKind.INTERNAL),), consents=(consent(EBR),)),
+    Case("internal applies even when the campaign names no list", (BLOCK, R.DNC_INTERNAL,
+         "internal-dnc"), lists=(on(ListKind.INTERNAL),), campaign=CampaignConfig(lists=())),
+    Case("internal before litigator and national", (BLOCK, R.DNC_INTERNAL, "internal-dnc"),
+         lists=(on(ListKind.NATIONAL), on(ListKind.LITIGATOR), on(ListKind.INTERNAL))),
+    # 4. litigators: no consent overrides
+    Case("litigator", (BLOCK, R.LITIGATOR, "litigator"), lists=(on(ListKind.LITIGATOR),)),
+    Case("litigator despite express-written", (BLOCK, R.LITIGATOR, "litigator"),
+         lists=(on(ListKind.LITIGATOR),), consents=(consent(EW),)),
+    Case("litigator before national", (BLOCK, R.LITIGATOR, "litigator"),
+         lists=(on(ListKind.NATIONAL), on(ListKind.LITIGATOR))),
+    Case("litigator list the campaign does not name", (ALLOW, R.NO_RESTRICTION, "allow"),
+         lists=(on(ListKind.LITIGATOR),), campaign=INTERNAL_ONLY),
+    Case("litigator list named by its list name", (BLOCK, R.LITIGATOR, "litigator"),
+         lists=(on(ListKind.LITIGATOR, name="blacklist-alliance"),),
+         campaign=CampaignConfig(lists=("blacklist-alliance",))),
+    # 5. national and state: only an active express-written consent for this campaign
+    Case("national", (BLOCK, R.DNC_NATIONAL, "national-state-dnc"), lists=(on(ListKind.NATIONAL),)),
+    Case("state", (BLOCK, R.DNC_STATE, "national-state-dnc"),
+         lists=(on(ListKind.STATE, name="fl", jurisdiction="US-FL"),)),
+    Case("national and state: national", (BLOCK, R.DNC_NATIONAL, "national-state-dnc"),
+         lists=(on(ListKind.STATE), on(ListKind.NATIONAL))),
+    Case("national, express-written here", (ALLOW, R.CONSENT, "allow"),
+         lists=(on(ListKind.NATIONAL),), consents=(consent(EW),)),
+    Case("state, express-written here", (ALLOW, R.CONSENT, "allow"),
+         lists=(on(ListKind.STATE),), consents=(consent(EW),)),
+    Case("national, express-written for another campaign", (BLOCK, R.DNC_NATIONAL,
+         "national-state-dnc"), lists=(on(ListKind.NATIONAL),),
+         consents=(consent(EW, campaign="other"),)),
+    Case("national, express-written for all campaigns", (ALLOW, R.CONSENT, "allow"),
+         lists=(on(ListKind.NATIONAL),), consents=(consent(EW, campaign="*"),)),
+    Case("national, plain express consent", (BLOCK, R.DNC_NATIONAL, "national-state-dnc"),
+         lists=(on(ListKind.NATIONAL),), consents=(consent(E),)),
+    Case("national, expired express-written", (BLOCK, R.DNC_NATIONAL, "national-state-dnc"),
+         lists=(on(ListKind.NATIONAL),), consents=(consent(EW, expires=NOW - DAY),)),
+    Case("national, express-written expiring this instant", (BLOCK, R.DNC_NATIONAL,
+         "national-state-dnc"), lists=(on(ListKind.NATIONAL),),
+         consents=(consent(EW, expires=NOW),)),
+    Case("national, revoked express-written", (BLOCK, R.DNC_NATIONAL, "national-state-dnc"),
+         lists=(on(ListKind.NATIONAL),), consents=(consent(EW, revoked=NOW - DAY),)),
+    Case("national list the campaign does not name", (ALLOW, R.NO_RESTRICTION, "allow"),
+         lists=(on(ListKind.NATIONAL),), campaign=INTERNAL_ONLY),
+    Case("state list named by kind", (BLOCK, R.DNC_STATE, "national-state-dnc"),
+         lists=(on(ListKind.STATE, name="tx-2026"),)),
+    # 6. require_consent: why it fails is told apart
+    Case("require consent, none", (BLOCK, R.NO_CONSENT, "require-consent"), campaign=REQUIRES),
+    Case("require consent, active", (ALLOW, R.CONSENT, "allow"), campaign=REQUIRES,
+         consents=(consent(),)),
+    Case("require consent, expired", (BLOCK, R.CONSENT_EXPIRED, "require-consent"),
+         campaign=REQUIRES, consents=(consent(expires=NOW - DAY),)),
+    Case("require consent, revoked", (BLOCK, R.CONSENT_REVOKED, "require-consent"),
+         campaign=REQUIRES, consents=(consent(revoked=NOW - DAY),)),
+    Case("require consent, revoked then re-granted", (ALLOW, R.CONSENT, "allow"),
+         campaign=REQUIRES, consents=(consent(revoked=NOW - 5 * DAY, granted=NOW - 9 * DAY, id=1),
+                                      consent(granted=NOW - 2 * DAY, id=2))),
+    Case("require consent, the latest record decides", (BLOCK, R.CONSENT_REVOKED,
+         "require-consent"), campaign=REQUIRES,
+         consents=(consent(expires=NOW - 8 * DAY, granted=NOW - 20 * DAY, id=1),
+                   consent(revoked=NOW - DAY, id=2))),
+    Case("require consent, only for another campaign", (BLOCK, R.NO_CONSENT, "require-consent"),
+         campaign=REQUIRES, consents=(consent(campaign="other"),)),
+    Case("require consent, granted after now", (BLOCK, R.NO_CONSENT, "require-consent"),
+         campaign=REQUIRES, consents=(consent(granted=NOW + DAY),)),
+    Case("require consent, revoked only later", (ALLOW, R.CONSENT, "allow"),
+         campaign=REQUIRES, consents=(consent(revoked=NOW + DAY),)),
+    Case("require consent, an EBR is not consent", (BLOCK, R.NO_CONSENT, "require-consent"),
+         campaign=REQUIRES, consents=(consent(EBR),)),
+    Case("consent not required: consent held but not used", (ALLOW, R.NO_RESTRICTION, "allow"),
+         consents=(consent(),)),
+    # monitor mode: every block becomes a flag, allows stay allows
+    Case("monitor: national", (FLAG, R.DNC_NATIONAL, "national-state-dnc"),
+         lists=(on(ListKind.NATIONAL),), policy=MONITOR),
+    Case("monitor: invalid", (FLAG, R.INVALID_NUMBER, "valid-number"), dialled="1", callee=None,
+         policy=MONITOR),
+    Case("monitor: allowed stays allowed", (ALLOW, R.NO_RESTRICTION, "allow"), policy=MONITOR),
+    # the store cannot be read
+    Case("store down, reject", (BLOCK, R.STORE_UNAVAILABLE, "store"), facts=DOWN),
+    Case("store down, allow", (FLAG, R.STORE_UNAVAILABLE, "store"), facts=DOWN, policy=LENIENT),
+    Case("store down, monitor", (FLAG, R.STORE_UNAVAILABLE, "store"), facts=DOWN, policy=MONITOR),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_decide(case: Case) -> None:
+    facts = case.facts or MemoryFacts([(NUMBER, m) for m in case.lists], case.consents)
+    attempt = Attempt(case.dialled, case.callee, "+12125550100", CAMPAIGN, "call-1")
+    decision = decide(attempt, facts, case.campaign, case.policy, NOW)
+    assert (decision.action, decision.reason, decision.rule) == case.expect
+    assert decision.trail[-1].rule == decision.rule
+    assert decision.trail[-1].outcome == decision.action.value
+
+
+def test_trail_names_every_rule_in_order() -> None:
+    decision = decide(Attempt(NUMBER, NUMBER, None, CAMPAIGN, ""), MemoryFacts(), PLAIN, ENFORCE,
+                      NOW)
+    assert [(s.rule, s.outcome) for s in decision.trail] == [
+        ("emergency", "pass"), ("valid-number", "pass"), ("internal-dnc", "pass"),
+        ("litigator", "pass"), ("national-state-dnc", "pass"), ("require-consent", "skip"),
+        ("allow", "allow"),
+    ]
+
+
+def test_override_is_in_the_trail_and_consent_id_reported() -> None:
+    facts = MemoryFacts([(NUMBER, on(ListKind.NATIONAL))], [consent(EW, id=99)])
+    decision = decide(Attempt(NUMBER, NUMBER, None, CAMPAIGN, ""), facts, PLAIN, ENFORCE, NOW)
+    assert decision.consent_id == 99
+    step = next(s for s in decision.trail if s.rule == "national-state-dnc")
+    assert step.outcome == "override"
+    assert "#99" in step.detail
+    assert decision.as_dict()["trail"][4] == step.as_dict()
+
+
+def test_store_error_keeps_the_trail_so_far() -> None:
+    decision = decide(Attempt(NUMBER, NUMBER, None, CAMPAIGN, ""), DOWN, PLAIN, ENFORCE, NOW)
+    assert [s.rule for s in decision.trail] == ["emergency", "valid-number", "store"]
+    assert decision.trail[-1].detail == "disk I/O error"
+
+
+def test_a_rule_can_be_inserted() -> None:
+    def night(ctx: object) -> Step:
+        return Step("night", "pass")
+
+    rules = with_rule(RULES, Rule("night", night, "test"), before="require-consent")
+    assert [r.name for r in rules][-2:] == ["night", "require-consent"]
+    decision = decide(Attempt(NUMBER, NUMBER, None, CAMPAIGN, ""), MemoryFacts(), PLAIN, ENFORCE,
+                      NOW, rules)
+    assert "night" in [s.rule for s in decision.trail]
+    with pytest.raises(ValueError, match="no rule named"):
+        with_rule(RULES, Rule("x", night, "test"), before="nope")
+
+
+def test_emergency_needs_no_facts_and_touches_none() -> None:
+    decision = decide(Attempt("911", None, None, CAMPAIGN, ""), DOWN, PLAIN, ENFORCE, NOW)
+    assert decision.reason is Reason.EMERGENCY
+    assert replace(ENFORCE, emergency_numbers=()).emergency_numbers == ()
+    decision = decide(Attempt("911", None, None, CAMPAIGN, ""), MemoryFacts(), PLAIN,
+                      replace(ENFORCE, emergency_numbers=()), NOW)
+    assert decision.reason is Reason.INVALID_NUMBER
