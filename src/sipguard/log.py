@@ -40,7 +40,11 @@ DECISION_FIELDS = (
     "campaign", "callee", "caller", "latency_us",
 )
 
-log = structlog.get_logger("sipguard")
+
+
+def _logger() -> Any:
+    """A fresh proxy each time: a cached one would outlive `structlog.configure` calls."""
+    return structlog.get_logger("sipguard")
 
 
 # -- pseudonyms ---------------------------------------------------------------------------
@@ -82,7 +86,7 @@ def load_pseudonym_key(config: Config, environ: Mapping[str, str] = os.environ) 
 
 def _warn(message: str, path: Path) -> None:
     print(f"WARNING: {message}", file=sys.stderr)
-    log.warning("pseudonym_key.not_set", message=message, key_file=str(path))
+    _logger().warning("pseudonym_key.not_set", message=message, key_file=str(path))
 
 
 def _read_or_create_key(path: Path) -> str:
@@ -93,7 +97,7 @@ def _read_or_create_key(path: Path) -> str:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             os.chmod(path, 0o600)
-            log.warning("pseudonym_key.mode_fixed", key_file=str(path), was=oct(mode))
+            _logger().warning("pseudonym_key.mode_fixed", key_file=str(path), was=oct(mode))
         key = path.read_text().strip()
         if not key:
             raise OSError(f"the pseudonymisation key file {path} is empty") from None
@@ -101,7 +105,7 @@ def _read_or_create_key(path: Path) -> str:
     key = secrets.token_hex(32)
     with os.fdopen(fd, "w") as fh:
         fh.write(key + "\n")
-    log.warning("pseudonym_key.generated", key_file=str(path))
+    _logger().warning("pseudonym_key.generated", key_file=str(path))
     return key
 
 

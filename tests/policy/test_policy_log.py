@@ -1,0 +1,214 @@
+"""The decision event (CONTRACT §6) and pseudonymisation (sipguard.log)."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from sipguard.config import Config, LogConfig, StoreConfig
+from sipguard.log import (
+    DECISION_FIELDS,
+    PSEUDONYM_ENV,
+    DecisionLog,
+    Pseudonymizer,
+    configure_logging,
+    decision_event,
+    decision_log,
+    key_file_path,
+    load_pseudonym_key,
+)
+from sipguard.policy.facts import MemoryFacts
+from sipguard.policy.gate import Gate
+from sipguard.policy.model import Action, Decision, DecisionRecord, ListKind, Membership, Reason
+from sipguard.sip.message import Request
+from sipguard.sip.parser import parse_message
+from sipguard.sip.peer import Peer
+
+CALLEE, CALLER = "+14155552671", "+12125550100"
+KEY = {PSEUDONYM_ENV: "test-key-0123456789"}
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def config(tmp_path: Path, **log: object) -> Config:
+    return Config(
+        store=StoreConfig(path=str(tmp_path / "var" / "sipguard.db")),
+        log=replace(LogConfig(), **log),  # type: ignore[arg-type]
+        base_dir=str(tmp_path),
+    )
+
+
+def invite() -> Request:
+    message = parse_message(
+        b"INVITE sip:4155552671@gw SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 10.1.0.5;branch=z9hG4bK1\r\n"
+        b"To: <sip:4155552671@gw>\r\n"
+        b"From: <sip:+12125550100@10.1.0.5>;tag=x\r\n"
+        b"Call-ID: log-1@10.1.0.5\r\nCSeq: 1 INVITE\r\nX-Campaign: spring\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert isinstance(message, Request)
+    return message
+
+
+def decide_one(cfg: Config, emit: DecisionLog) -> DecisionRecord:
+    records: list[DecisionRecord] = []
+
+    def both(record: DecisionRecord) -> None:
+        records.append(record)
+        emit(record)
+
+    member = Membership("national", ListKind.NATIONAL, None, None, None)
+    gate = Gate(cfg, MemoryFacts([(CALLEE, member)]), both, lambda: 1_780_000_000.25)
+    gate(invite(), Peer("udp", "10.1.0.5", 5060), 1.0)
+    return records[0]
+
+
+def test_decision_event_is_exactly_the_contract(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    with capture_logs() as logs:
+        record = decide_one(cfg, decision_log(cfg, KEY))
+    (event,) = [e for e in logs if e["event"] == "call.decision"]
+    assert set(event) == set(DECISION_FIELDS) | {"log_level"}
+    pseudo = Pseudonymizer(KEY[PSEUDONYM_ENV].encode())
+    assert event == {
+        "ts": "2026-05-28T20:26:40.250000Z",
+        "event": "call.decision",
+        "node": "gw1",
+        "decision": "block",
+        "reason": "dnc-national",
+        "rule": "national-state-dnc",
+        "decision_id": record.decision_id,
+        "call_id": "log-1@10.1.0.5",
+        "campaign": "spring",
+        "callee": pseudo(CALLEE),
+        "caller": pseudo(CALLER),
+        "latency_us": record.latency_us,
+        "log_level": "info",
+    }
+    assert list(decision_event(record)) == list(DECISION_FIELDS)
+
+
+def test_clear_numbers_when_pseudonymize_is_off(tmp_path: Path) -> None:
+    cfg = config(tmp_path, pseudonymize=False)
+    with capture_logs() as logs:
+        decide_one(cfg, decision_log(cfg, {}))
+    assert (logs[0]["callee"], logs[0]["caller"]) == (CALLEE, CALLER)
+    assert not key_file_path(cfg).exists()
+
+
+def test_json_line_holds_no_raw_number(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    out = io.StringIO()
+    configure_logging(cfg, stream=out)
+    decide_one(cfg, decision_log(cfg, KEY))
+    (line,) = out.getvalue().splitlines()
+    for form in (CALLEE, CALLEE[2:], CALLER, CALLER[2:], "415", "5552671"):
+        assert form not in line
+    data = json.loads(line)
+    assert list(data) == list(DECISION_FIELDS)  # §6 order, no extra keys
+    assert data["ts"].endswith("Z")
+
+
+def test_log_file_output_and_console(tmp_path: Path) -> None:
+    cfg = config(tmp_path, file="logs/decisions.jsonl")
+    configure_logging(cfg)
+    decide_one(cfg, decision_log(cfg, KEY))
+    path = tmp_path / "logs" / "decisions.jsonl"
+    assert json.loads(path.read_text().splitlines()[-1])["event"] == "call.decision"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    out = io.StringIO()
+    configure_logging(config(tmp_path, format="console"), stream=out)
+    structlog.get_logger().warning("something.odd", detail=1)
+    assert "something.odd" in out.getvalue()
+
+
+def test_other_events_carry_level_and_ts(tmp_path: Path) -> None:
+    out = io.StringIO()
+    configure_logging(config(tmp_path), stream=out)
+    structlog.get_logger().info("serve.started", listen=["udp:0.0.0.0:5060"])
+    structlog.get_logger().debug("hidden")
+    (line,) = out.getvalue().splitlines()
+    data = json.loads(line)
+    assert list(data)[:2] == ["ts", "event"]
+    assert data["level"] == "info"
+
+
+def test_generated_key_file_is_0600_and_reused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(tmp_path)
+    with capture_logs() as logs:
+        first = load_pseudonym_key(cfg, {})
+    path = tmp_path / "var" / "sipguard.db.pseudonym-key"
+    assert key_file_path(cfg) == path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert {e["event"] for e in logs} == {"pseudonym_key.not_set", "pseudonym_key.generated"}
+    assert all(e["log_level"] == "warning" for e in logs)
+    assert PSEUDONYM_ENV in capsys.readouterr().err
+    assert len(first) == 64
+    with capture_logs() as logs:
+        assert load_pseudonym_key(cfg, {}) == first  # reused, still warned about
+    assert [e["event"] for e in logs] == ["pseudonym_key.not_set"]
+
+
+def test_key_file_with_loose_mode_is_tightened(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    path = key_file_path(cfg)
+    path.parent.mkdir(parents=True)
+    path.write_text("abc\n")
+    path.chmod(0o644)
+    with capture_logs() as logs:
+        assert load_pseudonym_key(cfg, {}) == b"abc"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "pseudonym_key.mode_fixed" in [e["event"] for e in logs]
+
+
+def test_environment_key_wins_and_writes_no_file(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    with capture_logs() as logs:
+        assert load_pseudonym_key(cfg, KEY) == KEY[PSEUDONYM_ENV].encode()
+    assert logs == []
+    assert not key_file_path(cfg).exists()
+
+
+def test_pseudonyms_are_stable_per_key() -> None:
+    a, b = Pseudonymizer(b"k1"), Pseudonymizer(b"k1")
+    assert a(CALLEE) == b(CALLEE)
+    assert a(CALLEE) != a(CALLER)
+    assert a(CALLEE) != Pseudonymizer(b"k2")(CALLEE)
+    assert len(a(CALLEE)) == 32 and CALLEE[1:] not in a(CALLEE)
+    with pytest.raises(ValueError, match="empty"):
+        Pseudonymizer(b"")
+
+
+def test_file_key_and_same_env_key_give_the_same_pseudonyms(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    from_file = decision_log(cfg, {})
+    text = key_file_path(cfg).read_text().strip()
+    from_env = decision_log(cfg, {PSEUDONYM_ENV: text})
+    assert from_file.pseudonymize is not None and from_env.pseudonymize is not None
+    assert from_file.pseudonymize(CALLEE) == from_env.pseudonymize(CALLEE)
+
+
+def test_invalid_callee_is_pseudonymised_too() -> None:
+    record = DecisionRecord(
+        "gw1-1", datetime(2026, 1, 1, tzinfo=UTC), "gw1", "c", "default", None, "555-12", None,
+        "cli", Decision(Action.BLOCK, Reason.INVALID_NUMBER, "valid-number", ()), 3,
+    )
+    event = decision_event(record, Pseudonymizer(b"k"))
+    assert event["callee"] == Pseudonymizer(b"k")("555-12")
+    assert event["caller"] is None
