@@ -1,0 +1,280 @@
+"""Parsing list files into a bitmap of E.164 numbers, fast.
+
+Formats:
+
+* `federal`: the US National DNC Registry download, one 10-digit number a line, or the
+  `areacode,number` two-column variant;
+* `e164`: one `+` number a line;
+* `csv`: a header row naming the number column (phone, number, telephone, ...); each
+  value goes through the same normalisation as a dialled number (`normalize_number`).
+
+Speed comes from doing per-line work in C: a block of the file is split with
+`bytes.split`, converted with `map(int, ...)`, range-checked with `min`/`max` and put into
+a `BitMap64` in one call. Only a block that fails those checks is walked line by line, which
+is also where bad lines get their numbers. Per-block bitmaps are merged pairwise at the end
+(measured: random-order inserts into one big bitmap cost ~2x more).
+
+The fast paths check syntax (10 digits with a 2-9 area code; E.164's '+' and 7-15 digits),
+not whether a number is assigned: a listed number that no dialled number can normalise to
+is never asked about, so it only costs its bit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pyroaring import BitMap64
+
+from sipguard.errors import UsageError
+from sipguard.policy.numbers import Numbers
+from sipguard.store.codec import number_key
+
+Format = Literal["auto", "federal", "csv", "e164"]
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+BLOCK_BYTES = 4 << 20  # ~380k federal lines: the bitmap-build sweet spot measured
+MAX_REPORTED = 10
+NANP_LOW, NANP_HIGH = 2_000_000_000, 9_999_999_999  # NPA starts with 2-9 (NANP plan)
+NANP_CC = 10_000_000_000  # "+1" in front of ten digits, as a key offset
+E164_LOW, E164_HIGH = 1_000_000, 10**15 - 1  # 7 to 15 digits
+NUMBER_COLUMNS = (
+    "phone", "phone_number", "phonenumber", "number", "telephone", "telephone_number",
+    "tel", "msisdn", "mobile", "cell", "e164", "dnc_number", "contact_number",
+)
+_FEDERAL_LINE = re.compile(rb"(?:(\d{3})\s*,\s*(\d{7})|(\d{10}))")
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    line: int
+    text: str
+    why: str
+
+
+@dataclass(slots=True)
+class ParseReport:
+    format: str
+    numbers: BitMap64 = field(default_factory=BitMap64)
+    good: int = 0  # lines that gave a number (duplicates included)
+    bad: int = 0
+    first_bad: list[BadLine] = field(default_factory=list)
+
+    def reject(self, line: int, text: bytes | str, why: str) -> None:
+        self.bad += 1
+        if len(self.first_bad) < MAX_REPORTED:
+            shown = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+            self.first_bad.append(BadLine(line, shown.strip()[:60], why))
+
+
+@lru_cache(maxsize=4)
+def _numbers(region: str) -> Callable[[str], str | None]:
+    return Numbers(region).e164
+
+
+def normalize_number(text: str, region: str) -> str | None:
+    """E.164 for a number as a person wrote it, or None. The one switch point: the same
+    normalisation the gate applies to dialled numbers (`sipguard.policy.numbers`)."""
+    return _numbers(region)(text)
+
+
+def detect_format(path: Path) -> Format:
+    """Guess the format from the first non-blank line."""
+    with _open(path) as fh:
+        head = fh.read(1 << 16)
+    first = next((ln.strip() for ln in head.removeprefix(_BOM).splitlines() if ln.strip()), b"")
+    if re.search(rb"[A-Za-z]", first):
+        return "csv"
+    if first.startswith(b"+"):
+        return "e164"
+    if _FEDERAL_LINE.fullmatch(first):
+        return "federal"
+    raise UsageError(
+        f"cannot tell the format of {str(path)!r} from its first line {first[:40]!r}; "
+        "give --format federal, csv or e164"
+    )
+
+
+def parse_file(
+    path: str | Path, fmt: Format = "auto", region: str = "US", progress: Progress | None = None
+) -> ParseReport:
+    """Read a list file into a bitmap of E.164 keys, counting and sampling bad lines."""
+    file = Path(path)
+    chosen = detect_format(file) if fmt == "auto" else fmt
+    if chosen == "csv":
+        return _parse_csv(file, region, progress)
+    report = ParseReport(chosen)
+    block_fn = _federal_block if chosen == "federal" else _e164_block
+    parts: list[BitMap64] = []
+    for line_no, block, done, total in _blocks(file):
+        parts.append(block_fn(block, line_no, report))
+        if progress is not None:
+            progress(done, total)
+    numbers = _union(parts)
+    report.numbers = numbers.shift(NANP_CC) if chosen == "federal" and numbers else numbers
+    return report
+
+
+def _open(path: Path) -> io.BufferedReader:
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise UsageError(f"file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{str(path)!r} is a directory, not a list file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+
+
+def _blocks(path: Path) -> Iterator[tuple[int, bytes, int, int]]:
+    """(number of the block's first line, block of whole lines, bytes done, total)."""
+    with _open(path) as fh:
+        total = path.stat().st_size
+        carry, line_no, done = b"", 1, 0
+        while True:
+            data = fh.read(BLOCK_BYTES)
+            done += len(data)
+            if not data:
+                if carry:
+                    yield line_no, carry, done, total
+                return
+            if line_no == 1:
+                data = data.removeprefix(_BOM)
+            data = carry + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                carry = data
+                continue
+            block, carry = data[:cut], data[cut:]
+            yield line_no, block, done, total
+            line_no += block.count(b"\n")
+
+
+def _union(parts: list[BitMap64]) -> BitMap64:
+    """Merge pairwise: each merge is linear, so the whole is n log(parts)."""
+    while len(parts) > 1:
+        parts = [
+            parts[i] | parts[i + 1] if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
+    return parts[0] if parts else BitMap64()
+
+
+def _fast_ints(block: bytes, forbidden: tuple[bytes, ...]) -> list[int] | None:
+    """The block's numbers if every non-blank line is a single plain integer token."""
+    if any(f in block for f in forbidden):
+        return None
+    tokens = block.split()
+    if len(tokens) > block.count(b"\n") + 1:  # more tokens than lines
+        return None
+    try:
+        return list(map(int, tokens))
+    except ValueError:
+        return None
+
+
+def _federal_block(block: bytes, first_line: int, report: ParseReport) -> BitMap64:
+    commas = block.count(b",")
+    data = block.replace(b",", b"") if commas else block
+    ints = _fast_ints(data, (b" ", b"\t", b"_", b"+", b"-"))
+    if ints and min(ints) >= NANP_LOW and max(ints) <= NANP_HIGH and commas in (0, len(ints)):
+        report.good += len(ints)
+        return BitMap64(ints)
+    keys = []
+    for offset, raw in enumerate(block.split(b"\n")):
+        text = raw.strip()
+        if not text:
+            continue
+        match = _FEDERAL_LINE.fullmatch(text)
+        digits = (match[1] + match[2] if match[1] else match[3]) if match else b""
+        if not digits or digits[:1] in b"01":
+            report.reject(first_line + offset, raw, "not a 10-digit US number (NPA 2-9)")
+            continue
+        keys.append(int(digits))
+    report.good += len(keys)
+    return BitMap64(keys)
+
+
+def _e164_block(block: bytes, first_line: int, report: ParseReport) -> BitMap64:
+    ints = _fast_ints(block, (b" ", b"\t", b"_", b"-", b"+0"))
+    if (
+        ints
+        and block.count(b"+") == len(ints)
+        and min(ints) >= E164_LOW
+        and max(ints) <= E164_HIGH
+    ):
+        report.good += len(ints)
+        return BitMap64(ints)
+    keys = []
+    for offset, raw in enumerate(block.split(b"\n")):
+        text = raw.strip()
+        if not text:
+            continue
+        key = number_key(text.decode("ascii", "replace"))
+        if key is None or key < E164_LOW:
+            report.reject(first_line + offset, raw, "not an E.164 number ('+' and 7-15 digits)")
+            continue
+        keys.append(key)
+    report.good += len(keys)
+    return BitMap64(keys)
+
+
+def _number_column(header: list[str]) -> int:
+    names = [h.strip().lower().replace(" ", "_").replace("-", "_") for h in header]
+    for wanted in NUMBER_COLUMNS:
+        if wanted in names:
+            return names.index(wanted)
+    for i, name in enumerate(names):
+        if "phone" in name or "number" in name or name.startswith("tel"):
+            return i
+    raise UsageError(
+        "the CSV header names no phone number column (looked for "
+        f"{', '.join(NUMBER_COLUMNS[:5])}, ...); it has: {', '.join(header) or 'nothing'}"
+    )
+
+
+def _parse_csv(path: Path, region: str, progress: Progress | None) -> ParseReport:
+    report = ParseReport("csv")
+    normalize = _numbers(region)
+    total = path.stat().st_size if path.exists() else 0
+    keys: list[int] = []
+    parts: list[BitMap64] = []
+    with _open(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace",
+                                             newline="") as text:
+        reader = csv.reader(text)
+        header = next((row for row in reader if any(cell.strip() for cell in row)), None)
+        if header is None:
+            return report
+        column = _number_column(header)
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            value = row[column] if column < len(row) else ""
+            e164 = normalize(value) if value.strip() else None
+            key = number_key(e164) if e164 else None
+            if key is None:
+                why = "no number in the number column" if not value.strip() else (
+                    "not a valid phone number"
+                )
+                report.reject(reader.line_num, ",".join(row), why)
+                continue
+            keys.append(key)
+            if len(keys) >= 262_144:
+                parts.append(BitMap64(keys))
+                report.good += len(keys)
+                keys = []
+                if progress is not None:
+                    progress(raw.tell(), total)
+    parts.append(BitMap64(keys))
+    report.good += len(keys)
+    report.numbers = _union(parts)
+    if progress is not None:
+        progress(total, total)
+    return report

@@ -1,0 +1,193 @@
+"""The in-memory index: what the call path asks instead of SQLite.
+
+`Index` implements `sipguard.policy.model.Facts`. It is built by `Store.load_index()` and
+kept in step by `Store.refresh(index)`; every mutation here is a plain assignment done on
+the event loop thread, so a decision sees either the old or the new state of a list,
+never half of one (a new bulk generation is deserialized elsewhere and swapped in whole).
+
+A list answers from two layers: the bulk bitmap of its current generation, and an overlay
+of single entries newer than that generation (latest operation per number wins). A bitmap
+hit has no known listing time (`listed_at=None`, which the policy treats as the newest
+opt-out); an overlay add carries its entry time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from pyroaring import BitMap64
+
+from sipguard.errors import StoreError
+from sipguard.policy.model import Consent, ListKind, Membership
+from sipguard.store.codec import number_key
+
+_NONE: tuple[Membership, ...] = ()
+_NO_CONSENT: tuple[Consent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ListInfo:
+    """A list's row as the store holds it."""
+
+    id: int
+    name: str
+    kind: ListKind
+    jurisdiction: str | None
+    source: str
+    refreshed_at: datetime | None
+    generation: int | None  # current bulk generation, None before the first import
+    entries_upto: int  # list_entries ids at or below this are part of / superseded by it
+    bulk_count: int  # numbers in the current generation's bitmap
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One single add/remove (append-only log)."""
+
+    id: int
+    list_id: int
+    number: str
+    op: str  # "add" | "remove"
+    at: datetime
+    source: str
+
+
+class _ListState:
+    """One list: its metadata, bulk bitmap and overlay of newer single entries."""
+
+    __slots__ = ("bitmap", "bulk_member", "info", "overlay")
+
+    def __init__(self, info: ListInfo, bitmap: BitMap64, overlay: dict[str, Entry]) -> None:
+        self.info = info
+        self.bitmap = bitmap
+        self.overlay = overlay
+        # Built once: a bitmap hit returns this object, no allocation on the call path.
+        self.bulk_member = Membership(
+            info.name, info.kind, info.jurisdiction, None, info.refreshed_at
+        )
+
+    def lookup(self, number: str, key: int) -> Membership | None:
+        entry = self.overlay.get(number)
+        if entry is not None:
+            if entry.op == "remove":
+                return None
+            info = self.info
+            return Membership(info.name, info.kind, info.jurisdiction, entry.at, info.refreshed_at)
+        return self.bulk_member if key in self.bitmap else None
+
+
+class Index:
+    """Lists and consents in memory; answers `Facts` questions in about a microsecond.
+
+    While `healthy` is false (never loaded, or the store failed to refresh), the Facts
+    methods raise `StoreError` so the policy answers `store-unavailable` instead of
+    deciding on data that may be stale.
+    """
+
+    def __init__(self) -> None:
+        self._lists: dict[int, _ListState] = {}
+        self._by_name: dict[str, _ListState] = {}
+        self._order: tuple[_ListState, ...] = ()
+        self._consents: dict[str, tuple[Consent, ...]] = {}
+        self.seq = 0  # last change-log sequence applied
+        self.error: str | None = "store not loaded"
+
+    # -- Facts -------------------------------------------------------------------------
+
+    def memberships(self, number: str) -> Sequence[Membership]:
+        if self.error is not None:
+            raise StoreError(self.error)
+        key = number_key(number)
+        if key is None:
+            return _NONE
+        found = _NONE
+        for state in self._order:
+            hit = state.lookup(number, key)
+            if hit is not None:
+                found = (*found, hit)
+        return found
+
+    def consents(self, number: str) -> Sequence[Consent]:
+        if self.error is not None:
+            raise StoreError(self.error)
+        return self._consents.get(number, _NO_CONSENT)
+
+    # -- health ------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self.error is None
+
+    def mark_unhealthy(self, why: str) -> None:
+        self.error = why
+
+    def mark_healthy(self) -> None:
+        self.error = None
+
+    # -- introspection -----------------------------------------------------------------
+
+    def lists(self) -> list[ListInfo]:
+        return [state.info for state in self._order]
+
+    def list_size(self, name: str) -> int:
+        """Numbers on a list now (bulk plus overlay adds minus overlay removes)."""
+        state = self._by_name.get(name)
+        if state is None:
+            return 0
+        size = len(state.bitmap)
+        for number, entry in state.overlay.items():
+            key = number_key(number)
+            on_bulk = key is not None and key in state.bitmap
+            size += (entry.op == "add") - on_bulk
+        return size
+
+    # -- updates (Store.load_index / Store.refresh) ------------------------------------
+
+    def set_list(self, info: ListInfo, bitmap: BitMap64, entries: Iterable[Entry]) -> None:
+        """Install a list whole: new metadata, bitmap and overlay rebuilt from `entries`."""
+        overlay: dict[str, Entry] = {}
+        for entry in entries:
+            if entry.id > info.entries_upto:
+                overlay[entry.number] = entry
+        self._install(_ListState(info, bitmap, overlay))
+
+    def set_info(self, info: ListInfo) -> None:
+        """New metadata for a list whose bulk generation did not change."""
+        old = self._lists.get(info.id)
+        if old is None:
+            self.set_list(info, BitMap64(), ())
+        else:
+            self._install(_ListState(info, old.bitmap, old.overlay))
+
+    def generation_of(self, list_id: int) -> int | None:
+        state = self._lists.get(list_id)
+        return state.info.generation if state else None
+
+    def apply_entry(self, entry: Entry) -> None:
+        state = self._lists.get(entry.list_id)
+        if state is None or entry.id <= state.info.entries_upto:
+            return
+        current = state.overlay.get(entry.number)
+        if current is None or current.id < entry.id:
+            state.overlay[entry.number] = entry
+
+    def put_consent(self, consent: Consent) -> None:
+        """Insert or replace (by id) one consent record of a number."""
+        others = tuple(c for c in self._consents.get(consent.number, ()) if c.id != consent.id)
+        self._consents[consent.number] = tuple(
+            sorted((*others, consent), key=lambda c: (c.granted_at, c.id))
+        )
+
+    def _install(self, state: _ListState) -> None:
+        old = self._lists.get(state.info.id)
+        if old is not None and old.info.name != state.info.name:
+            self._by_name.pop(old.info.name, None)
+        self._lists[state.info.id] = state
+        self._by_name[state.info.name] = state
+        self._order = tuple(sorted(self._lists.values(), key=lambda s: s.info.name))
+
+
+def with_generation(info: ListInfo, generation: int, entries_upto: int, count: int) -> ListInfo:
+    return replace(info, generation=generation, entries_upto=entries_upto, bulk_count=count)

@@ -1,0 +1,144 @@
+"""The store's schema as numbered migrations, applied in order at open.
+
+`PRAGMA user_version` holds the last migration applied. A migration is one SQL script run
+inside a transaction together with the version bump, so a crash mid-migration leaves the
+previous version whole. Never edit a shipped migration: append a new one.
+
+Layout, and why:
+
+* `lists` names a list and points at its current bulk `generation`. A replace-import writes
+  a whole new generation and flips that pointer in the same transaction, so readers see the
+  old list until the commit and a killed import leaves it untouched.
+* `generation_chunks` holds a generation's serialized pyroaring `BitMap64` (E.164 digits as
+  an integer) cut into pieces, so no single blob nears SQLite's 1 GB value limit even for
+  the full US registry.
+* `list_entries` is the append-only log of single adds/removes (CLI, MQTT): its `at` is the
+  opt-out time the policy compares with consent times. Entries with `id` above the
+  generation's `entries_upto` apply over the bitmap; a replace supersedes older ones.
+* `consents` keeps every grant; revocation fills `revoked_at` and never deletes.
+* `changes` is the change log a running server follows to refresh its in-memory index.
+* `attempts` and `decisions` are written in batches off the call path.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import aiosqlite
+
+from sipguard.errors import StoreError
+
+_KINDS = "'internal', 'national', 'state', 'litigator', 'wireless', 'reassigned', 'custom'"
+_CONSENT_TYPES = "'express', 'express-written', 'ebr-purchase', 'ebr-inquiry', 'gdpr-consent'"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: lists, generations, entries, consents, change log, attempts, decisions
+    f"""
+    CREATE TABLE lists (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ({_KINDS})),
+        jurisdiction TEXT,
+        source TEXT NOT NULL DEFAULT '',
+        refreshed_at TEXT,
+        generation INTEGER,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE generations (
+        id INTEGER PRIMARY KEY,
+        list_id INTEGER NOT NULL REFERENCES lists(id),
+        created_at TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        entries_upto INTEGER NOT NULL,
+        mode TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE generation_chunks (
+        generation_id INTEGER NOT NULL REFERENCES generations(id),
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        UNIQUE (generation_id, seq)
+    );
+    CREATE TABLE list_entries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        list_id INTEGER NOT NULL REFERENCES lists(id),
+        number TEXT NOT NULL,
+        op TEXT NOT NULL CHECK (op IN ('add', 'remove')),
+        at TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX list_entries_by_list ON list_entries (list_id, id);
+    CREATE TABLE consents (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        number TEXT NOT NULL,
+        campaign TEXT NOT NULL,
+        type TEXT NOT NULL CHECK (type IN ({_CONSENT_TYPES})),
+        granted_at TEXT NOT NULL,
+        expires_at TEXT,
+        revoked_at TEXT,
+        revoke_source TEXT,
+        source TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    );
+    CREATE INDEX consents_by_number ON consents (number);
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('list', 'entry', 'consent')),
+        ref INTEGER NOT NULL
+    );
+    CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY,
+        number TEXT NOT NULL,
+        campaign TEXT NOT NULL,
+        at TEXT NOT NULL,
+        call_id TEXT NOT NULL
+    );
+    CREATE INDEX attempts_by_number ON attempts (number, at);
+    CREATE INDEX attempts_by_time ON attempts (at);
+    CREATE TABLE decisions (
+        decision_id TEXT PRIMARY KEY,
+        ts TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        campaign TEXT NOT NULL,
+        callee TEXT,
+        caller TEXT,
+        action TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        trail TEXT NOT NULL
+    );
+    CREATE INDEX decisions_by_time ON decisions (ts);
+    """,
+)
+
+LATEST = len(MIGRATIONS)
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Bring the schema to `LATEST`; return the version found before."""
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    found = int(row[0]) if row else 0
+    if found > LATEST:
+        raise StoreError(
+            f"the store's schema is version {found}, newer than this sipguard knows "
+            f"({LATEST}); upgrade sipguard"
+        )
+    for version in range(found + 1, LATEST + 1):
+        # executescript would commit on its own; run statements one by one in our
+        # transaction so the bump and the DDL land together.
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for statement in _statements(MIGRATIONS[version - 1]):
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {version}")
+            await db.commit()
+        except sqlite3.Error as exc:
+            await db.rollback()
+            raise StoreError(f"schema migration {version} failed: {exc}") from None
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (migrations hold no ';' inside literals)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
