@@ -852,3 +852,19 @@ def test_make_response_round_trips() -> None:
     assert again.call_id == msg.call_id
     assert again.cseq == msg.cseq
     assert not again.has("timestamp")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"CSeq:\r 314159 INVITE", b"CSeq: 314159\nINVITE", b"X-A: 1\rX-B: 2", b"X-A: 1\n\tfolded"],
+)
+def test_bare_cr_or_lf_in_the_header_section(bad: bytes) -> None:
+    # Found by the fuzz test: "CSeq:\r 1 INVITE" passed validation and then crashed
+    # Message.cseq with ValueError. RFC 3261 §7: every header line ends in CRLF.
+    data = invite(replace={"CSeq": ""}).replace(b"Content-Length", bad + b"\r\nContent-Length")
+    assert err(data).status == 400
+
+
+def test_bare_cr_or_lf_in_the_start_line() -> None:
+    data = invite().replace(b"sip:bob@example.com SIP", b"sip:bob@\rexample.com SIP", 1)
+    assert err(data).status == 400
