@@ -60,19 +60,26 @@ def canonical_name(name: str) -> str:
     return COMPACT_FORMS.get(low, low) if len(low) == 1 else low
 
 
+# The same sets as strings: `not text.strip(SET)` tests "only these characters" in C,
+# an order of magnitude faster than a Python-level loop on every header of every message.
+_TOKEN_STR = "".join(sorted(TOKEN_CHARS))
+_WORD_STR = "".join(sorted(WORD_CHARS))
+_DIGIT_STR = "0123456789"
+
+
 def is_token(text: str) -> bool:
     """token = 1*(alphanum / "-" / ...)  (RFC 3261 §25.1)."""
-    return bool(text) and all(c in TOKEN_CHARS for c in text)
+    return bool(text) and not text.strip(_TOKEN_STR)
 
 
 def is_word(text: str) -> bool:
     """word (RFC 3261 §25.1), used by callid = word [ "@" word ]."""
-    return bool(text) and all(c in WORD_CHARS for c in text)
+    return bool(text) and not text.strip(_WORD_STR)
 
 
 def is_digits(text: str) -> bool:
     """1*DIGIT with DIGIT = %x30-39 only (str.isdigit also accepts '²' or '٣')."""
-    return bool(text) and all(c in DIGITS for c in text)
+    return bool(text) and not text.strip(_DIGIT_STR)
 
 
 def is_quoted_string(text: str) -> bool:
@@ -107,6 +114,9 @@ def find_unquoted(text: str, chars: str, start: int = 0) -> int:
     quoted-string = SWS DQUOTE *(qdtext / quoted-pair) DQUOTE; quoted-pair = "\\" (%x00-09 /
     %x0B-0C / %x0E-7F)  (RFC 3261 §25.1). An unterminated quote is a protocol error.
     """
+    if '"' not in text and "<" not in text:
+        found = [i for i in (text.find(c, start) for c in chars) if i >= 0]
+        return min(found) if found else -1
     i, n, angle = start, len(text), False
     while i < n:
         c = text[i]
@@ -128,6 +138,8 @@ def find_unquoted(text: str, chars: str, start: int = 0) -> int:
 
 def split_unquoted(text: str, sep: str) -> list[str]:
     """Split on `sep` outside quotes and angle brackets (RFC 3261 §7.3.1 comma lists)."""
+    if '"' not in text and "<" not in text:
+        return [part.strip() for part in text.split(sep)]
     parts: list[str] = []
     start = 0
     while True:

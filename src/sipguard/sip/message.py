@@ -7,8 +7,8 @@ messages (`with_headers`), never edit one in place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from sipguard.errors import ProtocolError
 from sipguard.sip.grammar import LIST_HEADERS, canonical_name, param, parse_params, split_unquoted
@@ -107,15 +107,22 @@ class Message:
 
     headers: tuple[Header, ...]
     body: bytes
+    # Values already read off this message: a proxy reads the same few headers several
+    # times per message, and the message never changes (changes make a new one).
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, kw_only=True)
 
     def get(self, name: str) -> str | None:
         """The first value of a header (the whole field for single-valued headers)."""
+        memo = self.memo
+        if name in memo:
+            return memo[name]  # type: ignore[no-any-return]
+        value = None
         for h in self.headers:
             if h.name == name:
-                if name in LIST_HEADERS:
-                    return split_unquoted(h.value, ",")[0]
-                return h.value
-        return None
+                value = split_unquoted(h.value, ",")[0] if name in LIST_HEADERS else h.value
+                break
+        memo[name] = value
+        return value
 
     def values(self, name: str) -> list[str]:
         """Every value of a header, comma lists split (RFC 3261 §7.3.1)."""
@@ -134,22 +141,30 @@ class Message:
 
     @property
     def cseq(self) -> tuple[int, str]:
-        num, _, method = (self.get("cseq") or "").partition(" ")
+        num, _, method = (self.get("cseq") or "").strip().partition(" ")
         return int(num), method.strip()
 
     @property
     def top_via(self) -> Via:
-        return parse_via(self.get("via") or "")
+        via = self.memo.get(" top-via")
+        if via is None:
+            via = self.memo[" top-via"] = parse_via(self.get("via") or "")
+        return via  # type: ignore[no-any-return]
 
     def tag(self, which: str) -> str | None:
         """The tag parameter of From or To, read without a full name-addr parse."""
+        key = " tag-" + which
+        if key in self.memo:
+            return self.memo[key]  # type: ignore[no-any-return]
         value = self.get(which) or ""
-        gt = value.rfind(">")
-        for part in value[gt + 1 :].split(";")[1:]:
-            key, _, tag = part.partition("=")
-            if key.strip().lower() == "tag":
-                return tag.strip()
-        return None
+        found = None
+        for part in value[value.rfind(">") + 1 :].split(";")[1:]:
+            name, _, tag = part.partition("=")
+            if name.strip().lower() == "tag":
+                found = tag.strip()
+                break
+        self.memo[key] = found
+        return found
 
     def _head(self) -> bytes:
         raise NotImplementedError

@@ -97,16 +97,29 @@ def _split(head: bytes, body: bytes, limits: Limits) -> Message:
         colon = line.find(b":")
         if colon <= 0:
             raise ProtocolError("header line without a name and colon")
-        name = decode(line[:colon].rstrip(b" \t"))
-        if not is_token(name):
-            raise ProtocolError(f"bad header name {name!r}")
-        headers.append(Header(canonical_name(name), line, colon))
+        raw_name = line[:colon]
+        name = _NAMES.get(raw_name) or _header_name(raw_name)
+        headers.append(Header(name, line, colon))
         if len(headers) > limits.max_headers:
             raise ProtocolError("too many header fields")
     text = decode(first)
     if text.startswith("SIP/"):
         return _response_line(text, tuple(headers), body)
     return _request_line(text, tuple(headers), body)
+
+
+_NAMES: dict[bytes, str] = {}  # raw header name -> canonical name, for names seen before
+
+
+def _header_name(raw: bytes) -> str:
+    """Validate and canonicalise a header name (HCOLON allows LWS before ':')."""
+    name = decode(raw.rstrip(b" \t"))
+    if not is_token(name):
+        raise ProtocolError(f"bad header name {name!r}")
+    canonical = canonical_name(name)
+    if len(_NAMES) < 1024:  # bounded: names are few in practice, arbitrary in attacks
+        _NAMES[raw] = canonical
+    return canonical
 
 
 def _request_line(text: str, headers: tuple[Header, ...], body: bytes) -> Request:
@@ -143,17 +156,18 @@ def _validate(message: Message, stream: bool) -> Message:
         if name not in counts:
             raise ProtocolError(f"missing {name} header")
     message = _frame_body(message, stream)
-    for via in message.values("via"):
-        parse_via(via)
-    from_ = parse_name_addr(message.get("from") or "", "From")
-    to = parse_name_addr(message.get("to") or "", "To")
+    message.top_via  # noqa: B018  (parsed and remembered: every message is routed by it)
     if isinstance(message, Request):
+        # Requests are checked in full; a response only needs what routes it back, and
+        # its other headers are the UAS's business (they pass through untouched).
+        for via in message.values("via")[1:]:
+            parse_via(via)
         parse_uri(message.uri, "Request-URI")
-        for addr, label in ((from_, "From"), (to, "To")):
-            parse_uri(addr.uri, label)
-    for contact in message.values("contact"):
-        if contact != "*":
-            parse_name_addr(contact, "Contact")
+        for name, label in (("from", "From"), ("to", "To")):
+            parse_uri(parse_name_addr(message.get(name) or "", label).uri, label)
+        for contact in message.values("contact"):
+            if contact != "*":
+                parse_name_addr(contact, "Contact")
     _check_scalars(message)
     return message
 

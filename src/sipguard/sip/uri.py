@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from sipguard.errors import ConfigError, ProtocolError
@@ -77,28 +78,37 @@ SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+-.")
 
 def parse_host(text: str, what: str) -> tuple[str, int | None]:
     """hostport = host [ ":" port ]; host = hostname / IPv4address / IPv6reference."""
+    try:
+        return _parse_host(text)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{exc} in {what}") from None
+
+
+@lru_cache(maxsize=4096)
+def _parse_host(text: str) -> tuple[str, int | None]:
+    # Cached: the same few peers' addresses appear in almost every message.
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise ProtocolError(f"unclosed IPv6 reference in {what}")
+            raise ProtocolError("unclosed IPv6 reference")
         host, rest = text[1:end], text[end + 1 :]
         # RFC 5118 §4.10: tolerate the three-colon form RFC 3261's ABNF allowed.
         if not host or any(c not in IPV6_CHARS for c in host) or host.count(":") < 2:
-            raise ProtocolError(f"bad IPv6 reference in {what}")
+            raise ProtocolError("bad IPv6 reference")
     else:
         host, _, port_part = text.partition(":")
         rest = ":" + port_part if _ else ""
         if not host or any(c in host for c in " \t<>\"[]"):
-            raise ProtocolError(f"bad host in {what}")
+            raise ProtocolError("bad host")
         if host.count(".") == 3 and host.replace(".", "").isdigit():
             try:
                 ipaddress.IPv4Address(host)
             except ValueError:
-                raise ProtocolError(f"bad IPv4 address in {what}") from None
+                raise ProtocolError("bad IPv4 address") from None
     if not rest:
         return host, None
     if not rest.startswith(":") or not is_digits(rest[1:]) or not 0 < int(rest[1:]) < 65536:
-        raise ProtocolError(f"bad port in {what}")
+        raise ProtocolError("bad port")
     return host, int(rest[1:])
 
 
