@@ -149,7 +149,7 @@ class Message:
         via = self.memo.get(" top-via")
         if via is None:
             via = self.memo[" top-via"] = parse_via(self.get("via") or "")
-        return via  # type: ignore[no-any-return]
+        return via
 
     def tag(self, which: str) -> str | None:
         """The tag parameter of From or To, read without a full name-addr parse."""

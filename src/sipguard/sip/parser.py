@@ -10,15 +10,17 @@ edge can answer it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 from sipguard.errors import ProtocolError
+from sipguard.sip.abnf import CALL_ID, CSEQ, NAME_ADDR, NAME_ADDR_LIST, VIA
 from sipguard.sip.grammar import (
     SINGLE_HEADERS,
     canonical_name,
     is_digits,
     is_token,
-    is_word,
     parse_uint,
+    split_unquoted,
 )
 from sipguard.sip.message import Header, Message, Request, Response, decode, parse_via
 from sipguard.sip.uri import parse_name_addr, parse_uri
@@ -157,30 +159,53 @@ def _validate(message: Message, stream: bool) -> Message:
             raise ProtocolError(f"missing {name} header")
     message = _frame_body(message, stream)
     message.top_via  # noqa: B018  (parsed and remembered: every message is routed by it)
+    _check_addresses(message)
     if isinstance(message, Request):
-        # Requests are checked in full; a response only needs what routes it back, and
-        # its other headers are the UAS's business (they pass through untouched).
-        for via in message.values("via")[1:]:
-            parse_via(via)
         parse_uri(message.uri, "Request-URI")
-        for name, label in (("from", "From"), ("to", "To")):
-            parse_uri(parse_name_addr(message.get(name) or "", label).uri, label)
-        for contact in message.values("contact"):
-            if contact != "*":
-                parse_name_addr(contact, "Contact")
     _check_scalars(message)
     return message
 
 
+def _check_addresses(message: Message) -> None:
+    """Via, From, To and Contact against their RFC 3261 §25.1 rules, one match per field."""
+    for h in message.headers:
+        name = h.name
+        if name == "via":
+            if VIA.fullmatch(h.value) is None:
+                _explain(h.value, "Via")
+        elif name in ("from", "to"):
+            label = name.capitalize()
+            match = NAME_ADDR.fullmatch(h.value)
+            if match is None:
+                _explain(h.value, label)
+            else:
+                uri = match["uri"] or match["bare"]
+                if uri[:4].lower() in ("sip:", "sips"):
+                    parse_uri(uri, label)
+        elif name == "contact" and h.value != "*" and NAME_ADDR_LIST.fullmatch(h.value) is None:
+            _explain(h.value, "Contact")
+
+
+def _explain(value: str, label: str) -> NoReturn:
+    """A field failed its one-match check: re-read it slowly to say exactly what is wrong."""
+    parts = split_unquoted(value, ",") if label in ("Via", "Contact") else [value]
+    for part in parts:
+        if label == "Via":
+            parse_via(part)
+        else:
+            parse_name_addr(part, label)
+    raise ProtocolError(f"malformed {label}")
+
+
 def _check_scalars(message: Message) -> None:
     """Call-ID (callid = word ["@" word]), CSeq (§20.16) and Max-Forwards (§20.22)."""
-    if not all(is_word(part) for part in message.call_id.split("@", 1)):
+    if CALL_ID.fullmatch(message.call_id) is None:
         raise ProtocolError("bad Call-ID")
-    num, _, method = (message.get("cseq") or "").strip().partition(" ")
-    parse_uint(num, "CSeq", CSEQ_MAX)
-    method = method.strip()
-    if not is_token(method):
-        raise ProtocolError("bad CSeq method")
+    cseq = CSEQ.fullmatch(message.get("cseq") or "")
+    if cseq is None:
+        raise ProtocolError("malformed CSeq")
+    parse_uint(cseq["num"], "CSeq", CSEQ_MAX)
+    method = cseq["method"]
     # §8.1.1.5: the CSeq method MUST match the request's (ACK and CANCEL included).
     if isinstance(message, Request) and method != message.method:
         raise ProtocolError("CSeq method does not match the request method")
