@@ -112,8 +112,12 @@ def _parse_host(text: str) -> tuple[str, int | None]:
     return host, int(rest[1:])
 
 
+@lru_cache(maxsize=8192)
 def parse_uri(text: str, what: str = "URI") -> Uri:
-    """Parse a sip:, sips: or tel: URI; other schemes are only checked as absoluteURI."""
+    """Parse a sip:, sips: or tel: URI; other schemes are only checked as absoluteURI.
+
+    Cached: the same URIs come back in every message of a dialog (values are immutable).
+    """
     scheme, colon, rest = text.partition(":")
     scheme = scheme.lower()
     if (
