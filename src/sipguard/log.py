@@ -33,6 +33,7 @@ PSEUDONYM_ENV = "SIPGUARD_PSEUDONYM_KEY"
 KEY_FILE_SUFFIX = ".pseudonym-key"
 DECISION_EVENT = "call.decision"
 PSEUDONYM_CHARS = 32  # hex characters kept of the HMAC: 128 bits
+PSEUDONYM_CACHE = 4096
 
 # Field order of the decision event (CONTRACT §6).
 DECISION_FIELDS = (
@@ -51,17 +52,28 @@ def _logger() -> Any:
 
 
 class Pseudonymizer:
-    """number -> first 128 bits of HMAC-SHA256(key, number), as hex."""
+    """number -> first 128 bits of HMAC-SHA256(key, number), as hex.
 
-    __slots__ = ("_key",)
+    Results are kept for a while (a dialer's few caller IDs recur on every call).
+    """
+
+    __slots__ = ("_cache", "_key")
 
     def __init__(self, key: bytes) -> None:
         if not key:
             raise ValueError("an empty pseudonymisation key")
         self._key = key
+        self._cache: dict[str, str] = {}
 
     def __call__(self, number: str) -> str:
-        return hmac.digest(self._key, number.encode(), "sha256").hex()[:PSEUDONYM_CHARS]
+        cache = self._cache
+        value = cache.get(number)
+        if value is None:
+            value = hmac.digest(self._key, number.encode(), "sha256").hex()[:PSEUDONYM_CHARS]
+            if len(cache) >= PSEUDONYM_CACHE:
+                cache.clear()
+            cache[number] = value
+        return value
 
 
 def key_file_path(config: Config) -> Path:
@@ -168,28 +180,22 @@ def decision_log(config: Config, environ: Mapping[str, str] = os.environ) -> Dec
 EventDict = MutableMapping[str, Any]
 
 
-def _add_level(_logger: Any, method: str, event: EventDict) -> EventDict:
-    """Every event but the decision (whose fields are fixed by the contract) gets a level."""
-    if event.get("event") != DECISION_EVENT:
-        event.setdefault("level", "warning" if method == "warn" else method)
-    return event
-
-
-def _add_ts(_logger: Any, _method: str, event: EventDict) -> EventDict:
-    if "ts" not in event:
-        event["ts"] = _now_iso()
-    return event
+def _shape(_logger: Any, method: str, event: EventDict) -> EventDict:
+    """ts and event first. The decision event keeps exactly its CONTRACT §6 fields, in
+    order; every other event gets a level and a timestamp."""
+    if event.get("event") == DECISION_EVENT and len(event) == len(DECISION_FIELDS):
+        return {key: event[key] for key in DECISION_FIELDS}
+    out: dict[str, Any] = {
+        "ts": event.pop("ts", None) or _now_iso(),
+        "event": event.pop("event", ""),
+        "level": "warning" if method == "warn" else method,
+    }
+    out.update(event)
+    return out
 
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _ordered(_logger: Any, _method: str, event: EventDict) -> EventDict:
-    """ts and event first, then the §6 fields in order, then anything else."""
-    out = {key: event[key] for key in DECISION_FIELDS if key in event}
-    out.update((k, v) for k, v in event.items() if k not in out)
-    return out
 
 
 def open_log_file(path: Path) -> TextIO:
@@ -210,11 +216,9 @@ def configure_logging(config: Config, stream: TextIO | None = None) -> None:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[
-            _add_level,
-            _add_ts,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
-            _ordered,
+            _shape,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

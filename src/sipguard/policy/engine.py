@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from typing import NamedTuple
 
 from sipguard.config import CampaignConfig, PolicyConfig
 from sipguard.errors import StoreError
@@ -32,7 +33,7 @@ from sipguard.policy.model import (
     Reason,
     Step,
 )
-from sipguard.policy.numbers import SEPARATORS
+from sipguard.policy.numbers import strip_separators
 
 # Consent types that are a person's affirmative "yes" (47 CFR 64.1200(f)(9) prior express
 # written consent; prior express consent per the FCC's 1992 TCPA Order ¶31; GDPR Art. 4(11)).
@@ -81,9 +82,11 @@ class Context:
     def applies(self, m: Membership) -> bool:
         """Internal opt-outs bind the whole company (47 CFR 64.1200(d)(3)); other lists
         count when the campaign names them, by list name or by kind."""
-        return m.kind is ListKind.INTERNAL or m.list_name in self.campaign.lists or (
-            m.kind.value in self.campaign.lists
-        )
+        kind = m.kind
+        if kind is ListKind.INTERNAL:
+            return True
+        lists = self.campaign.lists
+        return kind in lists or m.list_name in lists
 
     def active_consent(self, types: frozenset[ConsentType], after: datetime | None = None) -> (
         Consent | None
@@ -105,13 +108,13 @@ class Context:
         return best
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A rule's final word: the pipeline stops here."""
+class Outcome(NamedTuple):
+    """A rule's final word: the pipeline stops here (a tuple: made on every block)."""
 
     action: Action  # ALLOW or BLOCK (monitor mode turns BLOCK into FLAG later)
     reason: Reason
     detail: str = ""
+    dynamic: bool = False  # the detail varies per call (dates, ids): never shared
 
 
 RuleFn = Callable[[Context], "Step | Outcome"]
@@ -122,6 +125,28 @@ class Rule:
     name: str
     check: RuleFn
     source: str  # the law, regulation or contract the rule carries out
+
+
+# Decisions are immutable values, and most calls take one of a few paths (nothing found;
+# on the national list; ...). Steps and Decisions of those paths are made once and shared:
+# building frozen dataclasses is a large part of a decision's cost. Both tables only grow,
+# up to a bound, so an id() in them always names the same live object.
+_SHARED_LIMIT = 4096
+_STEPS: dict[tuple[str, str, str], Step] = {}
+_SHARED_IDS: set[int] = set()
+_DECISIONS: dict[tuple[object, ...], Decision] = {}
+
+
+def shared_step(rule: str, outcome: str, detail: str = "") -> Step:
+    """A Step made once per (rule, outcome, detail), while the table has room."""
+    key = (rule, outcome, detail)
+    step = _STEPS.get(key)
+    if step is None:
+        step = Step(rule, outcome, detail)
+        if len(_STEPS) < _SHARED_LIMIT:
+            _STEPS[key] = step
+            _SHARED_IDS.add(id(step))
+    return step
 
 
 def _ts(value: datetime | None) -> str:
@@ -147,16 +172,16 @@ def emergency(ctx: Context) -> Step | Outcome:
     table, longest = _emergency_table(policy.emergency_numbers, policy.strip_prefixes)
     raw = ctx.attempt.callee_raw
     if len(raw) <= longest + 4:  # separators allowed; longer strings cannot match
-        dialled = raw.translate(SEPARATORS)
+        dialled = strip_separators(raw)
         if dialled in table:
-            return Outcome(Action.ALLOW, Reason.EMERGENCY, dialled)
+            return Outcome(Action.ALLOW, Reason.EMERGENCY, dialled, dynamic=True)
         for prefix in policy.strip_prefixes:
             if prefix and dialled.startswith(prefix) and dialled[len(prefix) :] in table:
-                return Outcome(Action.ALLOW, Reason.EMERGENCY, dialled)
+                return Outcome(Action.ALLOW, Reason.EMERGENCY, dialled, dynamic=True)
     return _EMERGENCY_PASS
 
 
-_EMERGENCY_PASS = Step("emergency", "pass")
+_EMERGENCY_PASS = shared_step("emergency", "pass")
 
 
 # -- 2. invalid number ----------------------------------------------------------------
@@ -166,11 +191,13 @@ _EMERGENCY_PASS = Step("emergency", "pass")
 
 def valid_number(ctx: Context) -> Step | Outcome:
     if ctx.attempt.callee is None:
-        return Outcome(Action.BLOCK, Reason.INVALID_NUMBER, repr(ctx.attempt.callee_raw))
+        return Outcome(
+            Action.BLOCK, Reason.INVALID_NUMBER, repr(ctx.attempt.callee_raw), dynamic=True
+        )
     return _VALID_PASS
 
 
-_VALID_PASS = Step("valid-number", "pass")
+_VALID_PASS = shared_step("valid-number", "pass")
 
 
 # -- 3. internal do-not-call ----------------------------------------------------------
@@ -179,7 +206,10 @@ _VALID_PASS = Step("valid-number", "pass")
 
 
 def internal_dnc(ctx: Context) -> Step | Outcome:
-    hits = [m for m in ctx.memberships if m.kind is ListKind.INTERNAL and ctx.applies(m)]
+    memberships = ctx.memberships
+    if not memberships:
+        return _INTERNAL_PASS
+    hits = [m for m in memberships if m.kind is ListKind.INTERNAL]
     if not hits:
         return _INTERNAL_PASS
     times = [m.listed_at for m in hits]
@@ -195,10 +225,12 @@ def internal_dnc(ctx: Context) -> Step | Outcome:
                 f"{names}: opt-out {_ts(opt_out)} before consent #{consent.id} "
                 f"{_ts(consent.granted_at)}",
             )
-    return Outcome(Action.BLOCK, Reason.DNC_INTERNAL, f"{names}: opt-out {_ts(opt_out)}")
+    return Outcome(
+        Action.BLOCK, Reason.DNC_INTERNAL, f"{names}: opt-out {_ts(opt_out)}", dynamic=True
+    )
 
 
-_INTERNAL_PASS = Step("internal-dnc", "pass")
+_INTERNAL_PASS = shared_step("internal-dnc", "pass")
 
 
 # -- 4. litigator lists ---------------------------------------------------------------
@@ -213,7 +245,7 @@ def litigator(ctx: Context) -> Step | Outcome:
     return _LITIGATOR_PASS
 
 
-_LITIGATOR_PASS = Step("litigator", "pass")
+_LITIGATOR_PASS = shared_step("litigator", "pass")
 
 
 # -- 5. national and state registries -------------------------------------------------
@@ -222,34 +254,35 @@ _LITIGATOR_PASS = Step("litigator", "pass")
 # consent to this seller (64.1200(c)(2)(ii)); state registries (e.g. Fla. Stat. 501.059,
 # Tex. Bus. & Com. Code 304) follow the same pattern. Consent is per campaign here.
 
-_NATIONAL_STATE = ((ListKind.NATIONAL, Reason.DNC_NATIONAL), (ListKind.STATE, Reason.DNC_STATE))
 _WRITTEN = frozenset({ConsentType.EXPRESS_WRITTEN})
 
 
 def national_state_dnc(ctx: Context) -> Step | Outcome:
-    hits = [
-        m for m in ctx.memberships
-        if (m.kind is ListKind.NATIONAL or m.kind is ListKind.STATE) and ctx.applies(m)
-    ]
-    if not hits:
+    national: Membership | None = None
+    state: Membership | None = None
+    for m in ctx.memberships:
+        kind = m.kind
+        if kind is ListKind.NATIONAL:
+            if national is None and ctx.applies(m):
+                national = m
+        elif kind is ListKind.STATE and state is None and ctx.applies(m):
+            state = m
+    hit = national or state
+    if hit is None:
         return _NATIONAL_PASS
-    names = ",".join(sorted({m.list_name for m in hits}))
     consent = ctx.active_consent(_WRITTEN)
     if consent is not None:
         ctx.consent = consent
         return Step(
             "national-state-dnc", "override",
-            f"{names}: express-written consent #{consent.id} {_ts(consent.granted_at)}",
+            f"{hit.list_name}: express-written consent #{consent.id} {_ts(consent.granted_at)}",
         )
-    for kind, reason in _NATIONAL_STATE:
-        for m in hits:
-            if m.kind is kind:
-                where = f" ({m.jurisdiction})" if m.jurisdiction else ""
-                return Outcome(Action.BLOCK, reason, f"{m.list_name}{where}")
-    raise AssertionError("unreachable: hits are national or state")
+    where = f" ({hit.jurisdiction})" if hit.jurisdiction else ""
+    reason = Reason.DNC_NATIONAL if hit is national else Reason.DNC_STATE
+    return Outcome(Action.BLOCK, reason, hit.list_name + where)
 
 
-_NATIONAL_PASS = Step("national-state-dnc", "pass")
+_NATIONAL_PASS = shared_step("national-state-dnc", "pass")
 
 
 # -- 6. campaigns that require consent ------------------------------------------------
@@ -277,14 +310,16 @@ def require_consent(ctx: Context) -> Step | Outcome:
         return Outcome(
             Action.BLOCK, Reason.CONSENT_REVOKED,
             f"consent #{latest.id} revoked {_ts(latest.revoked_at)} ({latest.revoke_source})",
+            dynamic=True,
         )
     return Outcome(
         Action.BLOCK, Reason.CONSENT_EXPIRED,
         f"consent #{latest.id} expired {_ts(latest.expires_at)}",
+        dynamic=True,
     )
 
 
-_CONSENT_SKIP = Step("require-consent", "skip", "campaign does not require consent")
+_CONSENT_SKIP = shared_step("require-consent", "skip", "campaign does not require consent")
 
 
 RULES: tuple[Rule, ...] = (
@@ -318,31 +353,49 @@ def decide(
     """The decision for one call attempt at `now` (timezone-aware), with its rule trail."""
     ctx = Context(attempt, facts, campaign_config, policy_config, now)
     trail: list[Step] = []
+    shared = True  # every step so far is a long-lived one: the Decision may be shared too
     try:
         for rule in rules:
             result = rule.check(ctx)
             if type(result) is Outcome:
-                return _final(ctx, trail, rule.name, result)
+                return _final(ctx, trail, shared, rule.name, result)
             trail.append(result)  # type: ignore[arg-type]
+            shared = shared and id(result) in _SHARED_IDS
     except StoreError as exc:
         return _store_unavailable(policy_config, trail, str(exc))
     if ctx.consent is not None:
-        outcome = Outcome(Action.ALLOW, Reason.CONSENT, f"consent #{ctx.consent.id}")
+        outcome = Outcome(Action.ALLOW, Reason.CONSENT, f"consent #{ctx.consent.id}", dynamic=True)
     else:
         outcome = _NO_RESTRICTION
-    return _final(ctx, trail, "allow", outcome)
+    return _final(ctx, trail, shared, "allow", outcome)
 
 
 _NO_RESTRICTION = Outcome(Action.ALLOW, Reason.NO_RESTRICTION)
 
-
-def _final(ctx: Context, trail: list[Step], rule: str, outcome: Outcome) -> Decision:
+def _final(ctx: Context, trail: list[Step], shared: bool, rule: str, outcome: Outcome) -> Decision:
     action = outcome.action
     if action is Action.BLOCK and ctx.policy.mode == "monitor":
         action = Action.FLAG
-    trail.append(Step(rule, action.value, outcome.detail))
+    text = _ACTION_TEXT[action]
+    if outcome.dynamic:
+        step = Step(rule, text, outcome.detail)
+    else:
+        step = shared_step(rule, text, outcome.detail)
     consent = ctx.consent.id if ctx.consent is not None and action is Action.ALLOW else None
-    return Decision(action, outcome.reason, rule, tuple(trail), consent_id=consent)
+    if not (shared and id(step) in _SHARED_IDS):
+        trail.append(step)
+        return Decision(action, outcome.reason, rule, tuple(trail), consent_id=consent)
+    key = (*map(id, trail), id(step), outcome.reason, consent)
+    decision = _DECISIONS.get(key)
+    if decision is None:
+        trail.append(step)
+        decision = Decision(action, outcome.reason, rule, tuple(trail), consent_id=consent)
+        if len(_DECISIONS) < _SHARED_LIMIT:
+            _DECISIONS[key] = decision
+    return decision
+
+
+_ACTION_TEXT = {a: a.value for a in Action}
 
 
 def _store_unavailable(policy: PolicyConfig, trail: list[Step], detail: str) -> Decision:

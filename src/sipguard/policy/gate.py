@@ -88,6 +88,8 @@ class Gate:
         self._campaign_header = policy.campaign_header.lower()
         self._tag_name = policy.tag_header.lower()
         self._tag_prefix = encode(f"{policy.tag_header}: ")
+        self._tag_colon = len(self._tag_prefix) - 2
+        self._tags: dict[tuple[Action, Reason], bytes] = {}
         self._warn_host = config.sip.advertised_host or self.node
         self._retry_after = int(getattr(policy, "retry_after", DEFAULT_RETRY_AFTER))
         self._reuse_seconds = float(getattr(policy, "reuse_seconds", DEFAULT_REUSE_SECONDS))
@@ -146,10 +148,13 @@ class Gate:
             if block is None:
                 block = self._blocks[decision.reason] = self._block(decision.reason)
             return block
-        raw = self._tag_prefix + encode(
-            f"{decision.action.value};reason={decision.reason.value};id={decision_id}"
-        )
-        return Allow((Header(self._tag_name, raw, len(self._tag_prefix) - 2),))
+        key = (decision.action, decision.reason)
+        head = self._tags.get(key)
+        if head is None:
+            head = self._tags[key] = self._tag_prefix + encode(
+                f"{decision.action.value};reason={decision.reason.value};id="
+            )
+        return Allow((Header(self._tag_name, head + decision_id.encode(), self._tag_colon),))
 
     def _block(self, reason: Reason) -> Block:
         if reason is Reason.STORE_UNAVAILABLE:

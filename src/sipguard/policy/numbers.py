@@ -31,10 +31,18 @@ import phonenumbers
 
 from sipguard.sip.message import Request
 
-SEPARATORS = str.maketrans("", "", " -.()\t")  # RFC 3966 §5.1.1 visual separators, plus blanks
+SEPARATORS = " -.()\t"  # RFC 3966 §5.1.1 visual separators, plus blanks
 DIGITS = frozenset("0123456789")
 NANP_CC = 1
 CACHE_SIZE = 65536  # distinct non-NANP numbers kept; NANP needs at most ~800k NPA-NXX keys
+
+
+def strip_separators(text: str) -> str:
+    """Drop visual separators (a chain of replace() beats translate() on short strings)."""
+    return (
+        text.replace(" ", "").replace("-", "").replace(".", "").replace("(", "")
+        .replace(")", "").replace("\t", "")
+    )
 
 
 class _Lru:
@@ -72,12 +80,13 @@ class Numbers:
         # NPA-NXX (000000-999999) -> 0 unknown, 1 valid, 2 invalid: 1 MB, no growth.
         self._nanp_valid = bytearray(1_000_000)
         self._lru = _Lru(CACHE_SIZE)
+        self._callers: dict[str, str | None] = {}
 
     # -- strings ------------------------------------------------------------------------
 
     def clean(self, raw: str) -> str:
         """The dialled string without separators and dial prefix: '+' and digits, or junk."""
-        text = raw.translate(SEPARATORS) if not raw.isdigit() else raw
+        text = raw if raw.isdigit() else strip_separators(raw)
         if text[:1] != "+":
             for prefix in self.strip_prefixes:
                 if text.startswith(prefix) and len(text) > len(prefix):
@@ -86,6 +95,8 @@ class Numbers:
 
     def e164(self, raw: str) -> str | None:
         """E.164 ('+' and digits) for a dialled string, or None when invalid or impossible."""
+        if raw[:2] == "+1" and len(raw) == 12 and raw.isascii() and raw[1:].isdigit():
+            return self._nanp(raw[2:])  # E.164 NANP as most trunks and dialers send it
         text = self.clean(raw)
         if text[:1] == "+":
             digits = text[1:]
@@ -144,11 +155,6 @@ class Numbers:
             return None
         return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
-    def local_forms(self, raw: str) -> tuple[str, str]:
-        """(digits as dialled, digits after the dial prefix): what emergency numbers match."""
-        text = raw.translate(SEPARATORS)
-        return text, self.clean(text)
-
     # -- SIP ------------------------------------------------------------------------------
 
     def called_raw(self, request: Request, source: str = "ruri") -> str:
@@ -163,14 +169,25 @@ class Numbers:
 
     def caller(self, request: Request) -> str | None:
         """The caller's E.164 number: P-Asserted-Identity (RFC 3325) first, else From."""
-        for name in ("p-asserted-identity", "from"):
-            for value in request.values(name):
-                raw = uri_number(addr_uri(value))
-                if raw:
-                    number = self.e164(raw)
-                    if number is not None:
-                        return number
-        return None
+        pai = request.get("p-asserted-identity")
+        if pai is not None:
+            for value in request.values("p-asserted-identity"):
+                number = self._caller_uri(addr_uri(value))
+                if number is not None:
+                    return number
+        return self._caller_uri(addr_uri(request.get("from") or ""))
+
+    def _caller_uri(self, uri: str) -> str | None:
+        """A caller URI's number; dialers use few caller IDs, so results are kept."""
+        cache = self._callers
+        if uri in cache:
+            return cache[uri]
+        raw = uri_number(uri)
+        number = self.e164(raw) if raw else None
+        if len(cache) >= CACHE_SIZE:
+            cache.clear()
+        cache[uri] = number
+        return number
 
 
 def addr_uri(value: str) -> str:

@@ -1,0 +1,164 @@
+"""Microbenchmark of the policy hot path on one core (issue 4: decide() >= 200,000/s).
+
+    .venv/bin/python bench/decide_bench.py [--calls 200000] [--listed 0.1]
+
+Times are CPU time of this process (time.process_time), so that other load on the
+machine does not count; each figure is the best of three runs. Prints, for warm caches
+(a dialer calls the same area codes all day):
+* decide() alone: decisions/s with attempts built beforehand;
+* Numbers.e164() on dialled strings: ns per number (NANP fast path and other formats);
+* Gate(request): µs per initial INVITE, already parsed, normalisation, decision, verdict,
+  decision record and id included; once with a no-op emit and once with the JSON
+  decision log written to /dev/null (pseudonyms on).
+Facts are the in-memory `MemoryFacts`; 10% of the numbers are on the national list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sipguard.config import CampaignConfig, Config, LogConfig, PolicyConfig
+from sipguard.log import DecisionLog, Pseudonymizer, configure_logging
+from sipguard.policy.engine import decide
+from sipguard.policy.facts import MemoryFacts
+from sipguard.policy.gate import Gate
+from sipguard.policy.model import (
+    Attempt,
+    Consent,
+    ConsentType,
+    DecisionRecord,
+    ListKind,
+    Membership,
+)
+from sipguard.policy.numbers import Numbers
+from sipguard.sip.message import Request
+from sipguard.sip.parser import parse_message
+from sipguard.sip.peer import Peer
+
+AREA_CODES = ("415", "212", "305", "512", "602", "617", "713", "808", "917", "202")
+NOW = datetime(2026, 6, 1, 15, 0, tzinfo=UTC)
+
+
+def numbers(count: int, rng: random.Random) -> list[str]:
+    out = []
+    for _ in range(count):
+        out.append(f"{rng.choice(AREA_CODES)}{rng.randint(200, 999)}{rng.randint(0, 9999):04d}")
+    return out
+
+
+def facts_for(e164s: list[str], listed: float, rng: random.Random) -> MemoryFacts:
+    facts = MemoryFacts()
+    national = Membership("national", ListKind.NATIONAL, None, None, None)
+    internal = Membership("internal", ListKind.INTERNAL, None, datetime(2026, 1, 1, tzinfo=UTC),
+                          None)
+    for i, number in enumerate(e164s):
+        r = rng.random()
+        if r < listed:
+            facts.add_membership(number, national)
+        elif r < listed + 0.01:
+            facts.add_membership(number, internal)
+        elif r < listed + 0.03:
+            facts.add_consent(Consent(i, number, "default", ConsentType.EXPRESS_WRITTEN,
+                                      datetime(2026, 2, 1, tzinfo=UTC), None, None, None, "bench"))
+    return facts
+
+
+def invite(number: str, i: int) -> Request:
+    message = parse_message(
+        (
+            f"INVITE sip:{number}@gw.example.com SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 10.1.0.5:5060;branch=z9hG4bK{i}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"To: <sip:{number}@gw.example.com>\r\n"
+            f"From: \"Dialer\" <sip:+12125550100@10.1.0.5>;tag={i}\r\n"
+            f"Call-ID: bench-{i}@10.1.0.5\r\n"
+            "CSeq: 1 INVITE\r\n"
+            "X-Campaign: default\r\n"
+            "Contact: <sip:dialer@10.1.0.5:5060>\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    assert isinstance(message, Request)
+    return message
+
+
+def best_of(runs: int, fn: Callable[[], float]) -> float:
+    return min(fn() for _ in range(runs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--listed", type=float, default=0.1)
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    rng = random.Random(42)
+    dialled = numbers(args.calls, rng)
+    num = Numbers("US")
+    t = time.process_time()
+    e164s = [num.e164(d) for d in dialled]
+    cold = time.process_time() - t
+    assert all(e164s), "the bench numbers must be valid"
+    valid: list[str] = [e for e in e164s if e]
+    facts = facts_for(valid, args.listed, rng)
+    campaign, policy = CampaignConfig(), PolicyConfig()
+    n = len(dialled)
+    print(f"one core, {n:,} calls, {args.listed:.0%} on the national list, warm caches")
+    print(f"  normalisation, cold NPA-NXX cache: {cold / n * 1e6:8.2f} µs/number "
+          f"({len({d[:6] for d in dialled}):,} distinct NPA-NXX)")
+
+    attempts = [Attempt(d, e, "+12125550100", "default", "") for d, e in zip(dialled, e164s,
+                                                                             strict=True)]
+
+    def run_decide() -> float:
+        t = time.process_time()
+        for a in attempts:
+            decide(a, facts, campaign, policy, NOW)
+        return time.process_time() - t
+
+    elapsed = best_of(3, run_decide)
+    print(f"  decide():                          {n / elapsed:10,.0f} decisions/s "
+          f"({elapsed / n * 1e6:.2f} µs each)")
+
+    forms = [f"({d[:3]}) {d[3:6]}-{d[6:]}" for d in dialled[:50_000]]
+    for label, items in (("plain 10 digits", dialled), ("'(415) 555-2671'", forms),
+                         ("'+1...' E.164", ["+1" + d for d in dialled])):
+        def run_norm(items: list[str] = items) -> float:
+            t = time.process_time()
+            for d in items:
+                num.e164(d)
+            return time.process_time() - t
+        elapsed = best_of(3, run_norm)
+        print(f"  Numbers.e164 {label:22s} {elapsed / len(items) * 1e9:8.0f} ns/number")
+
+    requests = [invite(d, i) for i, d in enumerate(dialled)]
+    peer = Peer("udp", "10.1.0.5", 5060)
+    config = Config(policy=policy, campaigns={"default": campaign}, log=LogConfig())
+
+    def run_gate(emit: Callable[[DecisionRecord], None]) -> float:
+        gate = Gate(config, facts, emit)
+        gate.numbers = num  # warm
+        t = time.process_time()
+        for i, r in enumerate(requests):
+            gate(r, peer, float(i))
+        return time.process_time() - t
+
+    elapsed = best_of(3, lambda: run_gate(lambda r: None))
+    print(f"  Gate(request), no-op emit:         {elapsed / n * 1e6:8.2f} µs/INVITE "
+          f"({n / elapsed:,.0f}/s)")
+    with open(os.devnull, "w") as sink:
+        configure_logging(config, stream=sink)
+        log = DecisionLog(Pseudonymizer(b"bench-key"))
+        elapsed = best_of(3, lambda: run_gate(log))
+    print(f"  Gate(request) + JSON decision log: {elapsed / n * 1e6:8.2f} µs/INVITE "
+          f"({n / elapsed:,.0f}/s)")
+
+
+if __name__ == "__main__":
+    main()
