@@ -17,6 +17,9 @@ import structlog
 
 from sipguard.config import Config
 from sipguard.errors import ConfigError
+from sipguard.log import configure_logging, decision_log
+from sipguard.policy.facts import EMPTY_FACTS
+from sipguard.policy.gate import Gate
 from sipguard.sip.parser import Limits
 from sipguard.sip.peer import Peer, Transport
 from sipguard.sip.proxy import Problem, ProxyCore, ProxySettings, TransactionDone
@@ -149,7 +152,9 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(config)
+    configure_logging(config)
+    gate = Gate(config, EMPTY_FACTS, emit=decision_log(config))
+    gateway = Gateway(config, gate)
     await gateway.start()
     try:
         await stop.wait()

@@ -24,8 +24,7 @@ class TcpConnection(asyncio.Protocol):
         self.peer: Peer | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Peer("tcp", str(host), int(port))
         sock = transport.get_extra_info("socket")
