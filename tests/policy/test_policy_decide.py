@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sipguard.config import CampaignConfig, PolicyConfig
-from sipguard.policy.engine import RULES, Rule, decide, with_rule
+from sipguard.policy.engine import RULES, Outcome, Rule, decide, with_rule
 from sipguard.policy.facts import MemoryFacts, UnavailableFacts
 from sipguard.policy.model import (
     Action,
@@ -245,3 +245,17 @@ def test_emergency_needs_no_facts_and_touches_none() -> None:
     decision = decide(Attempt("911", None, None, CAMPAIGN, ""), MemoryFacts(), PLAIN,
                       replace(ENFORCE, emergency_numbers=()), NOW)
     assert decision.reason is Reason.INVALID_NUMBER
+
+
+def test_an_outcome_can_say_when_the_window_opens() -> None:
+    opens = NOW.replace(hour=13)
+
+    def window(ctx: object) -> Outcome:
+        return Outcome(Action.BLOCK, Reason.OUTSIDE_CALLING_WINDOW, "21:00 local", opens_at=opens)
+
+    rules = with_rule(RULES, Rule("calling-window", window, "47 CFR 64.1200(c)(1)"),
+                      before="internal-dnc")
+    decision = decide(Attempt(NUMBER, NUMBER, None, CAMPAIGN, ""), MemoryFacts(), PLAIN, ENFORCE,
+                      NOW, rules)
+    assert (decision.reason, decision.rule, decision.opens_at) == (
+        Reason.OUTSIDE_CALLING_WINDOW, "calling-window", opens)

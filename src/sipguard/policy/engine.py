@@ -115,6 +115,7 @@ class Outcome(NamedTuple):
     reason: Reason
     detail: str = ""
     dynamic: bool = False  # the detail varies per call (dates, ids): never shared
+    opens_at: datetime | None = None  # outside-calling-window: when the window opens next
 
 
 RuleFn = Callable[[Context], "Step | Outcome"]
@@ -382,9 +383,11 @@ def _final(ctx: Context, trail: list[Step], shared: bool, rule: str, outcome: Ou
     else:
         step = shared_step(rule, text, outcome.detail)
     consent = ctx.consent.id if ctx.consent is not None and action is Action.ALLOW else None
-    if not (shared and id(step) in _SHARED_IDS):
+    if outcome.opens_at is not None or not (shared and id(step) in _SHARED_IDS):
         trail.append(step)
-        return Decision(action, outcome.reason, rule, tuple(trail), consent_id=consent)
+        return Decision(
+            action, outcome.reason, rule, tuple(trail), outcome.opens_at, consent_id=consent
+        )
     key = (*map(id, trail), id(step), outcome.reason, consent)
     decision = _DECISIONS.get(key)
     if decision is None:
