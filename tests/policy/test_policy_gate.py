@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from sipguard.config import BlockResponse, CampaignConfig, Config, PolicyConfig, SipConfig
+from sipguard.errors import ConfigError
 from sipguard.policy.facts import MemoryFacts, UnavailableFacts
 from sipguard.policy.gate import Gate
 from sipguard.policy.model import (
@@ -274,3 +275,8 @@ def test_check_entry_point() -> None:
     assert g.check("+12125550199", campaign="spring").reason is Reason.NO_CONSENT
     assert g.attempt("415 555 2671", caller="sip:+12125550100@x").caller == "+12125550100"
     assert records == []  # a what-if is not a call
+
+
+def test_unknown_region_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"policy\.default_region"):
+        Gate(Config(policy=PolicyConfig(default_region="XX")), MemoryFacts(), lambda r: None)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from sipguard.config import Config
+from sipguard.errors import ConfigError
 from sipguard.policy.engine import RULES, Rule, decide
 from sipguard.policy.model import Action, Attempt, Decision, DecisionRecord, Facts, Reason, Step
 from sipguard.policy.numbers import Numbers, uri_number
@@ -81,7 +82,10 @@ class Gate:
         self.rules = tuple(rules)
         policy = config.policy
         self.policy = policy
-        self.numbers = Numbers(policy.default_region, policy.strip_prefixes)
+        try:
+            self.numbers = Numbers(policy.default_region, policy.strip_prefixes)
+        except ValueError as exc:
+            raise ConfigError("policy.default_region", str(exc)) from None
         self.node = config.node.name
         self.ids = DecisionIds(self.node, wall_clock)
         self.emit_failures = 0
