@@ -168,9 +168,18 @@ def _emergency_table(
     return frozenset(numbers), longest
 
 
+_EMERGENCY_BY_POLICY: dict[int, tuple[PolicyConfig, frozenset[str], int]] = {}
+
+
 def emergency(ctx: Context) -> Step | Outcome:
     policy = ctx.policy
-    table, longest = _emergency_table(policy.emergency_numbers, policy.strip_prefixes)
+    known = _EMERGENCY_BY_POLICY.get(id(policy))
+    if known is None or known[0] is not policy:  # keyed by identity: no hashing per call
+        known = (policy, *_emergency_table(policy.emergency_numbers, policy.strip_prefixes))
+        if len(_EMERGENCY_BY_POLICY) > 64:
+            _EMERGENCY_BY_POLICY.clear()
+        _EMERGENCY_BY_POLICY[id(policy)] = known
+    _, table, longest = known
     raw = ctx.attempt.callee_raw
     if len(raw) <= longest + 4:  # separators allowed; longer strings cannot match
         dialled = strip_separators(raw)
