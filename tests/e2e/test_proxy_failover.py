@@ -1,0 +1,58 @@
+"""Issue 2, test 5: the first trunk is down (nothing listening) or answers 503; the call
+completes through the second. failover_timeout is 0.5 s so a silent trunk costs little."""
+
+from __future__ import annotations
+
+import pytest
+
+from e2e.checks import (
+    assert_all_succeeded,
+    assert_hop_by_hop_ack,
+    assert_invites_once,
+    by_call,
+    uac_args,
+)
+from e2e.harness import Trunk
+
+pytestmark = pytest.mark.e2e
+
+CALLS = 20
+
+
+@pytest.mark.parametrize(
+    ("first", "leg"),
+    [("down", "udp"), ("down", "tcp"), ("503", "udp"), ("503", "tcp")],
+    ids=["udp-nothing-listening", "tcp-connection-refused", "udp-503", "tcp-503"],
+)
+def test_failover_to_second_trunk(start_gateway, sipp, unused_port, first, leg) -> None:
+    mode = {"udp": "u1", "tcp": "t1"}[leg]
+    second = sipp("uas_basic.xml", "uas2", transport=mode, args=["-m", str(CALLS)])
+    unavailable = None
+    if first == "503":
+        unavailable = sipp("uas_unavailable.xml", "uas1", transport=mode)
+        first_port = unavailable.port
+    else:
+        first_port = unused_port
+    gw = start_gateway(
+        [Trunk(first_port, leg, priority=1), Trunk(second.port, leg, priority=2)],
+        sip={"failover_timeout": 0.5},
+    )
+    uac = sipp("uac_basic.xml", "uac", remote=gw.address, args=uac_args(CALLS, rate=20))
+    dialer = uac.wait(30)
+    trunk2 = second.wait(10)
+
+    assert_all_succeeded(dialer, CALLS)
+    assert_all_succeeded(trunk2, CALLS)
+    assert not dialer.received("INVITE", 503), "the first trunk's 503 leaked to the dialer"
+    assert_invites_once(trunk2, dialer, gw, leg)
+    if unavailable is not None:
+        trunk1 = unavailable.stop()
+        assert (trunk1.successful, trunk1.failed) == (CALLS, 0), trunk1.summary()
+        tried = assert_invites_once(trunk1, dialer, gw, leg)
+        assert_hop_by_hop_ack(trunk1, tried, gw, leg)
+        # The two branches of one call are distinct client transactions.
+        at2 = {c: m[0] for c, m in by_call(trunk2.received("INVITE")).items()}
+        for call_id, inv in tried.items():
+            assert inv.vias[0] != at2[call_id].vias[0]
+    # Silence costs at most ~failover_timeout per call, not timer B (32 s).
+    assert dialer.elapsed < 15, f"calls took {dialer.elapsed:.1f}s: failover too slow"
