@@ -7,10 +7,12 @@ it wires; the core it drives is synchronous and never waits.
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import signal
 import socket
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from functools import lru_cache
 
 import structlog
@@ -18,8 +20,8 @@ import structlog
 from sipguard.config import Config
 from sipguard.errors import ConfigError
 from sipguard.log import configure_logging, decision_log
-from sipguard.policy.facts import EMPTY_FACTS
 from sipguard.policy.gate import Gate
+from sipguard.policy.model import Action, DecisionRecord
 from sipguard.sip.parser import Limits
 from sipguard.sip.peer import Peer, Transport
 from sipguard.sip.proxy import Problem, ProxyCore, ProxySettings, TransactionDone
@@ -27,6 +29,12 @@ from sipguard.sip.routing import Identity, Trunk
 from sipguard.sip.timers import TimerValues
 from sipguard.sip.uri import parse_trunk_uri
 from sipguard.sip.verdict import DecisionHook, allow_all
+from sipguard.store.control import remove_control, serve_control
+from sipguard.store.db import Store
+from sipguard.store.index import Index
+from sipguard.store.session import socket_path, store_path
+from sipguard.store.sync import load_index, refresh, watch
+from sipguard.store.writer import AttemptRow, RecordWriter, decision_row
 from sipguard.transport.driver import CoreDriver
 from sipguard.transport.tcp import TcpPool
 from sipguard.transport.udp import UdpEndpoint, open_udp
@@ -146,6 +154,20 @@ class Gateway:
         self._closers.clear()
 
 
+def decision_sinks(config: Config, writer: RecordWriter) -> Callable[[DecisionRecord], None]:
+    """Where each decision goes: the JSON log line, the decisions table, and (for calls
+    that were placed) the attempts table that frequency caps count."""
+    log_line = decision_log(config)
+
+    def emit(record: DecisionRecord) -> None:
+        log_line(record)
+        writer.submit(decision_row(record))
+        if record.action is not Action.BLOCK and record.callee is not None:
+            writer.submit(AttemptRow(record.callee, record.campaign, record.ts, record.call_id))
+
+    return emit
+
+
 async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGINT/SIGTERM (or `stop` is set)."""
     stop = stop or asyncio.Event()
@@ -153,14 +175,48 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     configure_logging(config)
-    gate = Gate(config, EMPTY_FACTS, emit=decision_log(config))
-    gateway = Gateway(config, gate)
-    await gateway.start()
-    try:
-        await stop.wait()
-    finally:
-        gateway.close()
-        log.info("sipguard.stopped")
+    async with AsyncExitStack() as stack:
+        store = await Store.open(store_path(config))
+        stack.push_async_callback(store.close)
+        index = await load_index(store)
+        # The index is long-lived: keep the cyclic collector from re-scanning it on every
+        # full collection while calls allocate and free their transactions.
+        gc.freeze()
+        writer = RecordWriter(store)
+        gate = Gate(config, index, emit=decision_sinks(config, writer))
+        gateway = Gateway(config, gate)
+        await gateway.start()
+        stack.callback(gateway.close)
+        control = socket_path(config)
+        server = await serve_control(control, lambda: _refresh(store, index))
+        stack.callback(remove_control, control)
+        stack.push_async_callback(server.wait_closed)
+        stack.callback(server.close)
+        tasks = [
+            asyncio.create_task(writer.run(), name="record-writer"),
+            asyncio.create_task(
+                watch(store, index, config.store.poll_interval, on_error=_store_problem),
+                name="store-watch",
+            ),
+        ]
+        log.info("sipguard.ready", lists={i.name: index.list_size(i.name) for i in index.lists()},
+                 control_socket=str(control))
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    log.info("sipguard.stopped")
+
+
+async def _refresh(store: Store, index: Index) -> None:
+    """A CLI write was committed: apply it before the CLI returns (CONTRACT §2)."""
+    await refresh(store, index)
+
+
+def _store_problem(message: str) -> None:
+    log.warning("store.unreadable", detail=message)
 
 
 def serve(config: Config) -> int:

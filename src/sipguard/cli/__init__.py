@@ -20,7 +20,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sipguard.cli import check, config_cmd, consent, lists, serve
+    # Late: the sub-command modules import `add_config_option` from this package.
+    from sipguard.cli import check, config_cmd, consent, lists, serve  # noqa: PLC0415
 
     parser = _Parser(prog="sipguard", description="A consent-aware SIP gateway.")
     parser.add_argument(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 from sipguard.sip.peer import Peer
@@ -48,10 +49,8 @@ async def open_udp(
     # A burst of thousands of calls per second overflows the default 208 KiB buffer
     # (BENCH-NOTES): ask for more; the kernel caps it at net.core.rmem_max.
     for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, option, buffer_bytes)
-        except OSError:
-            pass
     sock.bind((host, port))
     sock.setblocking(False)
     transport, protocol = await loop.create_datagram_endpoint(
