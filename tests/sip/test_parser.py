@@ -554,12 +554,15 @@ def test_start_line_length_limit() -> None:
         ("CSeq: 1", False),
         ("CSeq: 1 INV/ITE", False),
         ("CSeq:   0009   INVITE", True),
+        ("CSeq: 1\tINVITE", True),  # LWS may be HTAB: Message.cseq used to raise ValueError
+        ("CSeq: 1 \t INVITE", True),
     ],
 )
 def test_cseq_values(line: str, ok: bool) -> None:
     data = invite(replace={"CSeq": line})
     if ok:
         assert parse_message(data).cseq[1] == "INVITE"
+        assert parse_message(data).cseq[0] in (2147483647, 0, 9, 1)
     else:
         assert err(data).status == 400
 

@@ -141,7 +141,8 @@ class Message:
 
     @property
     def cseq(self) -> tuple[int, str]:
-        num, _, method = (self.get("cseq") or "").strip().partition(" ")
+        # CSeq = 1*DIGIT LWS Method (§20.16): LWS may be a tab, which the parser accepts.
+        num, _, method = (self.get("cseq") or "").strip().replace("\t", " ").partition(" ")
         return int(num), method.strip()
 
     @property
