@@ -242,8 +242,13 @@ def mutated(draw: st.DrawFn) -> bytes:
                                            b"SIP/2.0 200 OK\r\n" + SEED.split(b"\r\n", 1)[1]])))
     for _ in range(draw(st.integers(1, 6))):
         pos = draw(st.integers(0, len(data)))
-        op = draw(st.sampled_from(["insert", "delete", "replace", "dup"]))
-        if op == "insert":
+        op = draw(st.sampled_from(["insert", "delete", "replace", "dup", "lws"]))
+        if op == "lws":  # a space becomes other legal or illegal whitespace
+            spaces = [i for i, c in enumerate(data) if c == 0x20]
+            if spaces:
+                i = spaces[draw(st.integers(0, len(spaces) - 1))]
+                data[i : i + 1] = draw(st.sampled_from([b"\t", b" \t ", b"\r\n ", b"  "]))
+        elif op == "insert":
             data[pos:pos] = draw(st.sampled_from(SPECIAL))
         elif op == "delete":
             del data[pos : pos + draw(st.integers(1, 8))]
@@ -282,6 +287,7 @@ def test_fuzz_arbitrary_bytes(data: bytes) -> None:
 
 @settings(max_examples=800 * SCALE, deadline=None)
 @given(mutated())
+@example(SEED.replace(b"CSeq: 1 INVITE", b"CSeq: 1\tINVITE"))
 def test_fuzz_mutated_messages(data: bytes) -> None:
     check_parse(data)
 
