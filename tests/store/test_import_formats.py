@@ -110,3 +110,19 @@ def test_progress_reaches_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     seen: list[tuple[int, int]] = []
     parse_file(path, progress=lambda done, total: seen.append((done, total)))
     assert len(seen) > 5 and seen[-1][0] == seen[-1][1] == path.stat().st_size
+
+
+def test_csv_date_column_makes_dated_entries(tmp_path: Path) -> None:
+    text = (
+        "phone,disconnected_at\n"
+        "2025550100,2026-02-01\n"
+        "2025550101,03/15/2026\n"
+        "2025550102,\n"
+        "2025550103,someday\n"
+    )
+    report = parse_file(write(tmp_path, "r.csv", text))
+    assert numbers(report.numbers) == ["+12025550102"]  # no date: a plain bulk number
+    assert [(n, d.date().isoformat()) for n, d in report.dated] == [
+        ("+12025550100", "2026-02-01"), ("+12025550101", "2026-03-15"),
+    ]
+    assert [(b.line, b.why) for b in report.first_bad] == [(5, "bad date 'someday'")]

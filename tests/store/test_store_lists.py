@@ -173,3 +173,19 @@ async def test_watch_marks_unhealthy_when_the_store_breaks(store: Store) -> None
             index.memberships(A)
     finally:
         task.cancel()
+
+
+async def test_dated_rows_carry_their_time_through_a_replace(store: Store) -> None:
+    """A reassigned-numbers file: each number's disconnection date is its listing time."""
+    when = datetime(2026, 2, 1, tzinfo=UTC)
+    await store.write_generation("reassigned", bm(A), "replace", kind=ListKind.REASSIGNED,
+                                 dated=[(B, when)])
+    index = await store.load_index()
+    (hit,) = index.memberships(B)
+    assert hit.kind is ListKind.REASSIGNED and hit.listed_at == when
+    (bulk,) = index.memberships(A)
+    assert bulk.listed_at is None
+    await store.write_generation("reassigned", bm(C), "replace", dated=[(D, when)])
+    await store.refresh(index)
+    assert index.memberships(B) == () and index.memberships(A) == ()
+    assert [m.listed_at for m in index.memberships(D)] == [when]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 from sipguard.cli import add_config_option
@@ -86,7 +87,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     return run(_import(config, args, refreshed))
 
 
-async def _import(config: Config, args: argparse.Namespace, refreshed: object) -> int:
+async def _import(config: Config, args: argparse.Namespace, refreshed: datetime | None) -> int:
     kind = _kind(args.list_name, args.kind)
     async with open_store(config) as store:
         await _check_target(store, args.list_name, kind, args.mode)
@@ -102,7 +103,8 @@ async def _import(config: Config, args: argparse.Namespace, refreshed: object) -
                 f"{report.bad} bad line(s) in {args.file!r} (first: line "
                 f"{report.first_bad[0].line}); nothing imported (--strict)"
             )
-        if not report.numbers and args.mode == "replace" and not args.allow_empty:
+        empty = not report.numbers and not report.dated
+        if empty and args.mode == "replace" and not args.allow_empty:
             raise SipguardError(
                 f"{args.file!r} holds no valid number; refusing to empty list "
                 f"{args.list_name!r} (give --allow-empty to mean it)"
@@ -110,7 +112,8 @@ async def _import(config: Config, args: argparse.Namespace, refreshed: object) -
         result = await store.write_generation(
             args.list_name, report.numbers, args.mode, kind=kind,
             jurisdiction=args.jurisdiction, source=args.source or Path(args.file).name,
-            refreshed_at=refreshed,  # type: ignore[arg-type]
+            refreshed_at=refreshed,
+            dated=report.dated,
         )
     await tell_server(config)
     _report_done(args.file, report, result, parsed, time.perf_counter() - started)

@@ -267,12 +267,15 @@ class Store:
         jurisdiction: str | None = None,
         source: str = "",
         refreshed_at: datetime | None = None,
+        dated: Sequence[tuple[str, datetime]] = (),
     ) -> ImportResult:
         """Make `numbers` the list (replace), or add them to / remove them from it.
 
         One transaction: a new generation is written, the list's pointer flipped and the
         old generation's blobs dropped. Until the commit every reader sees the old list;
-        a process killed before it leaves the old list whole.
+        a process killed before it leaves the old list whole. `dated` numbers (E.164,
+        time) go in as single entries of the same transaction (added, or removed in
+        `remove` mode), after the generation so that a replace keeps them.
         """
         now = utcnow()
         async with self.transaction():
@@ -310,8 +313,25 @@ class Store:
                     "DELETE FROM generation_chunks WHERE generation_id = ?", (info.generation,)
                 )
             await self._changed("list", info.id)
+            await self._dated_entries(info.id, dated, mode, source)
             after = await self.require_list(list_name)
-        return ImportResult(after, mode, len(numbers), len(old), len(new))
+        return ImportResult(after, mode, len(numbers) + len(dated), len(old), len(new))
+
+    async def _dated_entries(
+        self, list_id: int, dated: Sequence[tuple[str, datetime]], mode: ImportMode, source: str
+    ) -> None:
+        if not dated:
+            return
+        op = "remove" if mode == "remove" else "add"
+        rows = await self.fetchall("SELECT coalesce(max(id), 0) FROM list_entries")
+        await self.db.executemany(
+            "INSERT INTO list_entries (list_id, number, op, at, source) VALUES (?, ?, ?, ?, ?)",
+            [(list_id, number, op, time_text(at), source) for number, at in dated],
+        )
+        await self.run(
+            "INSERT INTO changes (kind, ref) SELECT 'entry', id FROM list_entries WHERE id > ?",
+            (int(rows[0][0]),),
+        )
 
     async def _reconcile_overlay(
         self, info: ListInfo, numbers: BitMap64, mode: ImportMode, source: str, now: datetime

@@ -15,9 +15,9 @@ import json
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sipguard.errors import StoreError
+from sipguard.policy.model import DecisionRecord
 from sipguard.store.codec import text_time, time_text
 from sipguard.store.db import Store
 
@@ -51,8 +51,9 @@ class AttemptRow:
 Record = DecisionRow | AttemptRow
 
 
-def decision_row(record: Any) -> DecisionRow:
-    """A `sipguard.policy.model.DecisionRecord` as a table row."""
+def decision_row(record: DecisionRecord) -> DecisionRow:
+    """A policy decision record as a table row (numbers in clear: the store is the
+    system of record; pseudonyms are for logs and MQTT)."""
     decision = record.decision
     return DecisionRow(
         decision_id=record.decision_id,
