@@ -124,8 +124,9 @@ async def _check_target(store: Store, name: str, kind: ListKind | None, mode: st
     """Fail before reading a big file if the write could not happen anyway."""
     info = await store.get_list(name)
     if info is None and (kind is None or mode == "remove"):
-        await store.require_list(name)  # raises with the known names
-        return
+        known = ", ".join(i.name for i in await store.lists()) or "none yet"
+        hint = "" if mode == "remove" else f"; give --kind ({', '.join(KINDS)}) to create it"
+        raise SipguardError(f"unknown list {name!r} (known lists: {known}){hint}")
     if info is not None and kind is not None and info.kind is not kind:
         raise SipguardError(f"list {name!r} is of kind {info.kind.value!r}, not {kind.value!r}")
 
