@@ -394,3 +394,22 @@ def test_call_changing_transport_is_double_record_routed(transport: str) -> None
     rr = second.values("record-route")
     expected = 1 if transport == "tcp" else 2  # trunk 2 is TCP
     assert len(rr) == expected
+
+
+def test_unknown_request_uri_scheme_gets_416() -> None:
+    pair = Pair()
+    text = invite().replace("INVITE sip:+14155552671@10.0.0.1 SIP/2.0",
+                            "INVITE mailto:agent@example.com SIP/2.0")
+    out = pair.feed(DIALER, text)
+    assert set(out) == {DIALER}
+    assert [m.status for m in out[DIALER] if isinstance(m, Response)] == [416]
+
+
+def test_unsupported_proxy_require_gets_420_naming_it() -> None:
+    pair = Pair()
+    out = pair.feed(DIALER, invite(extra="Proxy-Require: foo, bar\n"))
+    assert set(out) == {DIALER}
+    (resp,) = out[DIALER]
+    assert isinstance(resp, Response) and resp.status == 420
+    assert resp.get("unsupported") == "foo"
+    assert resp.values("unsupported") == ["foo", "bar"]

@@ -358,18 +358,7 @@ def test_proxy_validation_answers(replayed: dict[str, Any], name: str) -> None:
     r = replayed[name]
     finals = [a for a in r["answers"] if a >= 200]
     ok = bool(finals) and finals[0] in expected and r["forwarded"] == []
-    if name in KNOWN_GATEWAY_BUGS:
-        assert not ok, f"{name} now conforms: remove it from KNOWN_GATEWAY_BUGS"
-        pytest.xfail(KNOWN_GATEWAY_BUGS[name])
     assert ok, f"{why}; saw {r}"
-
-
-# Recorded in /tmp/sipguard-notes/H6-bugs.md; remove an entry when the gateway is fixed.
-KNOWN_GATEWAY_BUGS = {
-    "bext01": "gateway forwards a request whose Proxy-Require it does not support (no 420)",
-    "unkscm": "gateway forwards a Request-URI of an unknown scheme (no 416)",
-    "novelsc": "gateway forwards a Request-URI of an unknown scheme (no 416)",
-}
 
 
 if __name__ == "__main__":  # the client half, run inside the namespace by the test above

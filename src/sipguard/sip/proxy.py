@@ -48,7 +48,7 @@ from sipguard.sip.transaction import (
     State,
     Transaction,
 )
-from sipguard.sip.uri import Params, SipUri, parse_uri
+from sipguard.sip.uri import OtherUri, Params, SipUri, parse_uri
 from sipguard.sip.verdict import Block, DecisionHook
 
 ALLOW_HEADER = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, NOTIFY, MESSAGE"
@@ -231,9 +231,19 @@ class ProxyCore:
             self._reply_stateless(req, source, 200, "OK", (
                 Header.make("allow", ALLOW_HEADER), Header.make("accept", "application/sdp")))
             return
+        if isinstance(parse_uri(req.uri, "Request-URI"), OtherUri):
+            # §16.3 step 1: a scheme the proxy does not understand is refused, not relayed.
+            self._reply_stateless(req, source, 416, "Unsupported URI Scheme")
+            return
         mf_text = req.get("max-forwards")
         if mf_text is not None and int(mf_text) == 0:
             self._reply_stateless(req, source, 483, "Too Many Hops")
+            return
+        required = req.values("proxy-require")
+        if required:
+            # §16.3 step 5: sipguard supports no proxy extension, so any is unsupported.
+            self._reply_stateless(req, source, 420, "Bad Extension",
+                                  (Header.make("unsupported", ", ".join(required)),))
             return
         if has_own_via(req, self.settings.me):
             self._problem("loop", "request carries sipguard's own Via", source)
