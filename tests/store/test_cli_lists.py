@@ -108,7 +108,7 @@ def test_error_paths_give_one_clear_line(
 def test_unknown_config_key_is_named(cli: Cli, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[store]\npath = "x.db"\npoll_intervall = 2\n')
-    for args in (("config", "check"), ("dnc", "lists"), ("consent", "list", "2025550100")):
+    for args in (("config", "check"), ("dnc", "lists")):
         done = cli(*args, "-c", str(bad), config=False)
         assert done.returncode == 2
         assert "store.poll_intervall: unknown key" in one_error_line(done.stderr)
