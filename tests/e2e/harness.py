@@ -182,6 +182,9 @@ _LOST_RECV = re.compile(r"\n?(UDP|TCP) message lost \(recv\)\.\s*$")
 _LOST_SEND = re.compile(r"\n?(UDP|TCP) message voluntary lost \(while sending\)\.\s*$")
 
 
+_START_LINE = re.compile(r"^(SIP/2\.0 \d{3}( |$)|[A-Za-z]+ \S+ SIP/2\.0$)")
+
+
 def parse_message_log(path: Path) -> list[SipMessage]:
     """Parse a SIPp `-trace_msg` file into messages. A received message that SIPp then
     dropped to simulate loss is kept, with `lost=True` (it did arrive on the socket)."""
@@ -202,7 +205,8 @@ def parse_message_log(path: Path) -> list[SipMessage]:
         # TCP segments may carry several messages; split on start lines after a blank line.
         for raw in _split_stream(rest.strip("\n")):
             msg = parse_sip(raw, m.group(2), m.group(1))
-            messages.append(replace(msg, lost=lost) if lost else msg)
+            if _START_LINE.match(msg.start_line):  # SIPp interleaves socket diagnostics
+                messages.append(replace(msg, lost=lost) if lost else msg)
     return messages
 
 
@@ -588,8 +592,10 @@ class Sipp:
             "-trace_msg", "-message_file", str(self._paths["msg"]),
             "-trace_stat", "-stf", str(self._paths["stat"]), "-fd", "1",
             "-trace_err", "-error_file", str(self._paths["err"]),
-            *self.args,
         ]
+        if self.transport in ("tn", "un"):
+            cmd += ["-max_socket", "2000"]  # SIPp's default (50000) exceeds common ulimits
+        cmd += self.args
         return cmd
 
     def start(self) -> Sipp:

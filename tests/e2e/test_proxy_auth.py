@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from e2e.checks import (
+    PROXY_ONLY,
     assert_all_succeeded,
     assert_each_call_got,
     assert_gateway_via,
@@ -28,7 +29,7 @@ CALLS = 20
 
 def test_407_challenge_then_connect(start_gateway, sipp) -> None:
     uas = sipp("uas_auth.xml", "uas", args=["-m", str(CALLS)])
-    gw = start_gateway([Trunk(uas.port, "udp")])
+    gw = start_gateway([Trunk(uas.port, "udp")], overrides=PROXY_ONLY)
     uac = sipp("uac_auth.xml", "uac", remote=gw.address,
                args=[*uac_args(CALLS, rate=20), "-au", "dialer", "-ap", "secret"])
     dialer = uac.wait(30)
@@ -60,6 +61,9 @@ def test_407_challenge_then_connect(start_gateway, sipp) -> None:
         assert b1 != b2, "the re-sent INVITE must be a new client transaction (new branch)"
         assert param(first.vias[1], "branch") != param(second.vias[1], "branch")
         assert_record_route(second, gw)
+        # The re-sent INVITE is the same call: it carries the first decision (same id).
+        tags = [param(m.header("X-Sipguard-Decision"), "id") for m in (first, second)]
+        assert tags[0] and tags[0] == tags[1], tags
 
     # The 407 was ACKed by sipguard (one Via, first INVITE's branch); the 2xx ACK is
     # end-to-end (two Vias). Exactly one of each per call.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from e2e.checks import (
+    PROXY_ONLY,
     assert_all_succeeded,
     assert_gateway_via,
     assert_invites_once,
@@ -39,7 +40,7 @@ SIPP_TRANSPORT = {"udp": "u1", "tcp": "t1"}
 def test_basic_calls(start_gateway, sipp, dialer_leg, trunk_leg, calls, dialer_mode) -> None:
     uas = sipp("uas_basic.xml", "uas", transport=SIPP_TRANSPORT[trunk_leg],
                args=["-m", str(calls)])
-    gw = start_gateway([Trunk(uas.port, trunk_leg)])
+    gw = start_gateway([Trunk(uas.port, trunk_leg)], overrides=PROXY_ONLY)
     uac = sipp("uac_basic.xml", "uac", remote=gw.address, transport=dialer_mode,
                args=uac_args(calls, rate=100, hold_ms=100))
     dialer = uac.wait(40)

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from e2e.checks import (
+    PROXY_ONLY,
     assert_all_succeeded,
     assert_each_call_got,
     assert_hop_by_hop_ack,
@@ -31,7 +32,7 @@ CALLS = 20
 def test_486_relayed_and_acked_hop_by_hop(start_gateway, sipp, leg: str) -> None:
     mode = {"udp": "u1", "tcp": "t1"}[leg]
     uas = sipp("uas_busy.xml", "uas", transport=mode)  # runs until stopped: sees strays
-    gw = start_gateway([Trunk(uas.port, leg)])
+    gw = start_gateway([Trunk(uas.port, leg)], overrides=PROXY_ONLY)
     uac = sipp("uac_expect_486.xml", "uac", remote=gw.address, transport=mode,
                args=uac_args(CALLS, rate=20))
     dialer = uac.wait(30)

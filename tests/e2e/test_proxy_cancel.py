@@ -13,6 +13,7 @@ import time
 import pytest
 
 from e2e.checks import (
+    PROXY_ONLY,
     assert_all_succeeded,
     assert_each_call_got,
     assert_gateway_via,
@@ -33,7 +34,7 @@ CALLS = 20
 def test_cancel_during_ringing(start_gateway, sipp, leg: str) -> None:
     mode = {"udp": "u1", "tcp": "t1"}[leg]
     uas = sipp("uas_cancel.xml", "uas", transport=mode)  # runs until stopped: sees strays
-    gw = start_gateway([Trunk(uas.port, leg)])
+    gw = start_gateway([Trunk(uas.port, leg)], overrides=PROXY_ONLY)
     uac = sipp("uac_cancel.xml", "uac", remote=gw.address, transport=mode,
                args=uac_args(CALLS, rate=20))
     dialer = uac.wait(30)  # each call lingers 1 s after its ACK

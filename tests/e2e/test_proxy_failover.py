@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from e2e.checks import (
+    PROXY_ONLY,
     assert_all_succeeded,
     assert_hop_by_hop_ack,
     assert_invites_once,
@@ -36,6 +37,7 @@ def test_failover_to_second_trunk(start_gateway, sipp, unused_port, first, leg) 
     gw = start_gateway(
         [Trunk(first_port, leg, priority=1), Trunk(second.port, leg, priority=2)],
         sip={"failover_timeout": 0.5},
+        overrides=PROXY_ONLY,
     )
     uac = sipp("uac_basic.xml", "uac", remote=gw.address, args=uac_args(CALLS, rate=20))
     dialer = uac.wait(30)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from e2e.checks import assert_all_succeeded, assert_each_call_got, show, uac_args
+from e2e.checks import PROXY_ONLY, assert_all_succeeded, assert_each_call_got, show, uac_args
 from e2e.harness import Trunk, free_port
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +32,7 @@ def _loopback_alias_usable() -> bool:
 def test_dialer_outside_allow_list_gets_403(start_gateway, sipp, leg: str) -> None:
     mode = {"udp": "u1", "tcp": "t1"}[leg]
     uas = sipp("uas_basic.xml", "uas", transport=mode)
-    gw = start_gateway([Trunk(uas.port, leg)], allow=["127.0.0.1/32"])
+    gw = start_gateway([Trunk(uas.port, leg)], allow=["127.0.0.1/32"], overrides=PROXY_ONLY)
     uac = sipp("uac_expect_403.xml", "uac", remote=gw.address, transport=mode,
                local_ip="127.0.0.2", port=free_port("127.0.0.2"),
                args=uac_args(CALLS, rate=20))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.checks import assert_all_succeeded, assert_gateway_via, by_call, uac_args
+from e2e.checks import PROXY_ONLY, assert_all_succeeded, assert_gateway_via, by_call, uac_args
 from e2e.harness import Trunk
 
 pytestmark = pytest.mark.e2e
@@ -21,7 +21,7 @@ CALLS = 100
 def test_calls_complete_with_udp_loss(start_gateway, sipp) -> None:
     loss = ["-lost", "10"]
     uas = sipp("uas_lossy.xml", "uas", args=["-m", str(CALLS), *loss])
-    gw = start_gateway([Trunk(uas.port, "udp")])
+    gw = start_gateway([Trunk(uas.port, "udp")], overrides=PROXY_ONLY)
     uac = sipp("uac_basic.xml", "uac", remote=gw.address,
                args=[*uac_args(CALLS, rate=50, hold_ms=1000), *loss])
     dialer = uac.wait(60)

@@ -90,9 +90,9 @@ def test_lossy_basic(sipp, lossy_side: str) -> None:
     with its 180 only, so two SIPps alone cannot recover every pattern.)
     """
     loss = ["-lost", "10"]
-    uas = sipp("uas_lossy.xml", "uas", args=["-m", "30", *(loss if lossy_side == "uas" else [])])
+    uas = sipp("uas_lossy.xml", "uas", args=["-m", "20", *(loss if lossy_side == "uas" else [])])
     uac = sipp("uac_basic.xml", "uac", remote=f"{HOST}:{uas.port}",
-               args=[*_uac_args(30, 30, 500), *(loss if lossy_side == "uac" else [])])
+               args=[*_uac_args(20, 40, 300), *(loss if lossy_side == "uac" else [])])
     client, server = uac.wait(45), uas.wait(15)
-    assert (client.successful, client.failed) == (30, 0), client.summary()
-    assert (server.successful, server.failed) == (30, 0), server.summary()
+    assert (client.successful, client.failed) == (20, 0), client.summary()
+    assert (server.successful, server.failed) == (20, 0), server.summary()
