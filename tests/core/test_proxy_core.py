@@ -413,3 +413,13 @@ def test_unsupported_proxy_require_gets_420_naming_it() -> None:
     assert isinstance(resp, Response) and resp.status == 420
     assert resp.get("unsupported") == "foo"
     assert resp.values("unsupported") == ["foo", "bar"]
+
+
+def test_unsupported_version_is_answered_505_even_with_an_unparseable_via() -> None:
+    pair = Pair()
+    text = invite().replace(" SIP/2.0\n", " SIP/7.0\n", 1).replace("SIP/2.0/UDP", "SIP/7.0/UDP")
+    pair.core.receive(text.replace("\n", "\r\n").encode(), DIALER, pair.now)
+    (sent,) = pair.core.datagrams_to_send()
+    assert sent[0] == DIALER
+    assert sent[1].startswith(b"SIP/2.0 505 ")
+    assert b"Via: SIP/7.0/UDP 10.1.0.5:5070;branch=z9hG4bK-d1\r\n" in sent[1]

@@ -8,6 +8,7 @@ a dialer; everything else passes as §16 says a proxy does.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -554,11 +555,14 @@ class ProxyCore:
         self, req: Request, source: Peer, status: int, reason: str,
         extra: tuple[Header, ...] = (),
     ) -> None:
+        # Answered to where it came from, so even a request whose Via cannot be parsed
+        # (e.g. SIP/7.0, RFC 4475 §3.1.2.16) gets its 505; the tag hashes what is there.
+        seed = f"{req.call_id}|{req.get('cseq')}|{req.tag('from')}|{req.get('via')}"
+        tag = local_tag(hashlib.blake2b(seed.encode(), digest_size=8).hexdigest())
         try:
-            base = branch_base(req)
-            response = make_response(req, status, reason, extra, to_tag=local_tag(base))
+            response = make_response(req, status, reason, extra, to_tag=tag)
             self.send(source, response.serialize())
-        except (ProtocolError, ValueError) as exc:  # not even routable: drop
+        except (ProtocolError, ValueError) as exc:  # not even a response can be built: drop
             self._problem("dropped", f"cannot answer: {exc}", source)
 
     def _problem(self, kind: str, detail: str, peer: Peer | None) -> None:
