@@ -90,13 +90,13 @@ class Via:
 def parse_via(text: str) -> Via:
     proto, _, rest = text.strip().partition("/")
     version, _, rest = rest.partition("/")
-    transport, _, rest = rest.lstrip().partition(" ")
+    transport, _, rest = rest.lstrip().replace("\t", " ").partition(" ")  # LWS: SP or HTAB
     if proto.strip().upper() != "SIP" or version.strip() != "2.0" or not transport:
         # sent-protocol may carry LWS around '/', which the partitions above tolerate.
         raise ProtocolError(f"bad Via sent-protocol: {text!r}")
     rest = rest.strip()
     sent_by, semi, ptext = rest.partition(";")
-    host, port = parse_host(sent_by.strip().replace(" ", ""), "Via")
+    host, port = parse_host("".join(sent_by.split()), "Via")
     params = parse_params(ptext, "Via") if semi else ()
     return Via(transport.strip().upper(), host, port, params)
 
