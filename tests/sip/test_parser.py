@@ -875,8 +875,6 @@ def test_bare_cr_or_lf_in_the_start_line() -> None:
 
 def test_via_allows_a_tab_as_the_lws_before_sent_by() -> None:
     """RFC 3261 §25.1: LWS between sent-protocol and sent-by may be a horizontal tab."""
-    from sipguard.sip.message import parse_via
-
     via = parse_via("SIP/2.0/UDP\thost.example.com:5070;branch=z9hG4bKtab")
     assert (via.transport, via.host, via.port, via.branch) == (
         "UDP", "host.example.com", 5070, "z9hG4bKtab")
