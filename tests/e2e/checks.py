@@ -27,6 +27,11 @@ def by_call(messages: list[SipMessage]) -> dict[str, list[SipMessage]]:
     return out
 
 
+def is_initial(m: SipMessage) -> bool:
+    """A dialog-creating request: its To has no tag yet."""
+    return param(m.header("To"), "tag") is None
+
+
 def show(m: SipMessage) -> str:
     lines = [m.start_line, *(f"{k}: {v}" for k, v in m.headers)]
     return "\n".join(lines)
@@ -58,14 +63,17 @@ def assert_record_route(m: SipMessage, gw: Gateway) -> None:
 def assert_invites_once(
     trunk: SippResult, dialer: SippResult, gw: Gateway, transport: str, *, record_route: bool = True
 ) -> dict[str, SipMessage]:
-    """Every INVITE the dialer sent reached the trunk exactly once, forwarded by sipguard:
-    its Via on top of the dialer's, Max-Forwards decremented, Record-Route added.
-    Returns the forwarded INVITEs by Call-ID."""
-    sent = {m.call_id: m for m in dialer.sent("INVITE")}
+    """Every initial INVITE (no To tag) the dialer sent reached the trunk exactly once,
+    forwarded by sipguard: its Via on top of the dialer's, Max-Forwards decremented,
+    Record-Route added. Returns the forwarded INVITEs by Call-ID."""
+    sent: dict[str, SipMessage] = {}
+    for m in dialer.sent("INVITE"):
+        if is_initial(m):
+            sent.setdefault(m.call_id, m)
     # SIPp does not log a send that had to be buffered (e.g. the first write on each new
     # connection with -t tn): such calls are known from what the dialer received.
     placed = set(sent) | {m.call_id for m in dialer.received()}
-    received = by_call(trunk.received("INVITE"))
+    received = by_call([m for m in trunk.received("INVITE") if is_initial(m)])
     missing, extra = sorted(placed - set(received)), sorted(set(received) - placed)
     assert not missing and not extra, (
         f"trunk saw {len(received)} calls, dialer placed {len(placed)}; "

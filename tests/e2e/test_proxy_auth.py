@@ -78,3 +78,4 @@ def test_407_challenge_then_connect(start_gateway, sipp) -> None:
         assert hop[0].vias[0] == first.vias[0] and hop[0].header("CSeq") == "1 ACK"
         assert e2e[0].header("CSeq") == "2 ACK"
     assert len(acks) == CALLS
+    assert not gw.problems(), gw.problems()[:5]  # clean traffic: no warnings

@@ -73,3 +73,4 @@ def test_basic_calls(start_gateway, sipp, dialer_leg, trunk_leg, calls, dialer_m
             )
     assert len(dialer.received("BYE", 200)) == calls
     assert gw.alive()
+    assert not gw.problems(), gw.problems()[:5]  # clean traffic: no warnings

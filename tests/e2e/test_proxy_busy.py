@@ -51,3 +51,4 @@ def test_486_relayed_and_acked_hop_by_hop(start_gateway, sipp, leg: str) -> None
         # sipguard's ACK arrived before the trunk's first retransmission (T1 = 500 ms).
         assert len(trunk.sent("INVITE", 486)) == CALLS, "486 retransmitted: ACK late or lost"
     assert {m.method for m in trunk.received() if m.is_request} == {"INVITE", "ACK"}
+    assert not gw.problems(), gw.problems()[:5]  # clean traffic: no warnings

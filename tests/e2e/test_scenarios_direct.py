@@ -96,3 +96,16 @@ def test_lossy_basic(sipp, lossy_side: str) -> None:
     client, server = uac.wait(45), uas.wait(15)
     assert (client.successful, client.failed) == (20, 0), client.summary()
     assert (server.successful, server.failed) == (20, 0), server.summary()
+
+
+def test_dialog_reinvite_and_callee_bye(sipp) -> None:
+    uas = sipp("uas_dialog.xml", "uas", args=["-m", "5"])
+    uac = sipp("uac_dialog.xml", "uac", remote=f"{HOST}:{uas.port}", args=_uac_args(5, 10))
+    client, server = uac.wait(20), uas.wait(5)
+    assert (client.successful, client.failed) == (5, 0), client.summary()
+    assert (server.successful, server.failed) == (5, 0), server.summary()
+    byes = client.received("BYE")
+    assert len(byes) == 5
+    for bye in byes:
+        assert param(bye.header("To"), "tag") and param(bye.header("From"), "tag")
+        assert bye.start_line.startswith("BYE sip:dialer@")
