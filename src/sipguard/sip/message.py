@@ -51,7 +51,7 @@ class Header(NamedTuple):
         raw = self.raw[self.colon + 1 :]
         if b"\n" in raw:
             raw = b" ".join(part.strip(b" \t") for part in raw.replace(b"\r\n", b"\n").split(b"\n"))
-        return decode(raw.strip(b" \t"))
+        return raw.strip(b" \t").decode("utf-8", "surrogateescape")  # as decode(), inlined
 
     @classmethod
     def make(cls, name: str, value: str) -> Header:
@@ -119,7 +119,9 @@ class Message:
         value = None
         for h in self.headers:
             if h.name == name:
-                value = split_unquoted(h.value, ",")[0] if name in LIST_HEADERS else h.value
+                value = h.value
+                if name in LIST_HEADERS and ("," in value):
+                    value = split_unquoted(value, ",")[0]
                 break
         memo[name] = value
         return value
@@ -133,7 +135,10 @@ class Message:
         return out
 
     def has(self, name: str) -> bool:
-        return any(h.name == name for h in self.headers)
+        for h in self.headers:  # a plain loop: this runs for every message serialised
+            if h.name == name:
+                return True
+        return False
 
     @property
     def call_id(self) -> str:
@@ -173,7 +178,7 @@ class Message:
     def serialize(self) -> bytes:
         """Wire bytes; Content-Length is written when absent (stream transports need it)."""
         lines = [self._head()]
-        lines.extend(h.raw for h in self.headers)
+        lines += [h.raw for h in self.headers]
         if not self.has("content-length"):
             lines.append(b"Content-Length: %d" % len(self.body))
         return b"\r\n".join(lines) + b"\r\n\r\n" + self.body

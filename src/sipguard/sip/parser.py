@@ -101,7 +101,7 @@ def _split(head: bytes, body: bytes, limits: Limits) -> Message:
             raise ProtocolError("header line without a name and colon")
         raw_name = line[:colon]
         name = _NAMES.get(raw_name) or _header_name(raw_name)
-        headers.append(Header(name, line, colon))
+        headers.append(_new_header(Header, (name, line, colon)))
         if len(headers) > limits.max_headers:
             raise ProtocolError("too many header fields")
     text = decode(first)
@@ -110,6 +110,9 @@ def _split(head: bytes, body: bytes, limits: Limits) -> Message:
     return _request_line(text, tuple(headers), body)
 
 
+# NamedTuple's generated __new__ is a Python-level lambda; build the tuple directly (one per
+# header line of every message).
+_new_header = tuple.__new__
 _NAMES: dict[bytes, str] = {}  # raw header name -> canonical name, for names seen before
 
 

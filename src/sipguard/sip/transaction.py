@@ -27,6 +27,10 @@ from sipguard.sip.timers import TimerValues
 
 
 class State(Enum):
+    # Members are singletons: identity hashing is exact and avoids Enum's Python-level
+    # __hash__ on every table lookup.
+    __hash__ = object.__hash__
+
     CALLING = "calling"
     TRYING = "trying"
     PROCEEDING = "proceeding"
@@ -37,6 +41,8 @@ class State(Enum):
 
 
 class Event(Enum):
+    __hash__ = object.__hash__  # as for State
+
     # from the network
     R1XX = "1xx"
     R2XX = "2xx"
