@@ -423,3 +423,16 @@ def test_unsupported_version_is_answered_505_even_with_an_unparseable_via() -> N
     assert sent[0] == DIALER
     assert sent[1].startswith(b"SIP/2.0 505 ")
     assert b"Via: SIP/7.0/UDP 10.1.0.5:5070;branch=z9hG4bK-d1\r\n" in sent[1]
+
+
+def test_top_via_is_stamped_with_received_and_rport() -> None:
+    pair = Pair()
+    text = invite().replace("Via: SIP/2.0/UDP 10.1.0.5:5070;branch=z9hG4bK-d1",
+                            "Via: SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bK-d1;rport")
+    out = pair.feed(DIALER, text)
+    (trying,) = out[DIALER]
+    via = trying.top_via
+    assert (via.param("received"), via.param("rport")) == ("10.1.0.5", "5070")
+    fwd = out[TRUNK1][0]
+    second = parse_message(fwd.serialize()).values("via")[1]
+    assert "received=10.1.0.5" in second and "rport=5070" in second

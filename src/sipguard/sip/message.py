@@ -135,7 +135,8 @@ class Message:
         return out
 
     def has(self, name: str) -> bool:
-        for h in self.headers:  # a plain loop: this runs for every message serialised
+        # A plain loop, not any(genexpr): this runs for every message serialised.
+        for h in self.headers:  # noqa: SIM110
             if h.name == name:
                 return True
         return False

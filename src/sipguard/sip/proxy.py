@@ -35,6 +35,7 @@ from sipguard.sip.routing import (
     pop_own_routes,
     record_route,
     response_target,
+    stamp_received,
     trunk_for_dialog,
 )
 from sipguard.sip.timers import TimerQueue, TimerValues
@@ -257,7 +258,7 @@ class ProxyCore:
         return isinstance(uri, SipUri) and uri.user is None and self.settings.me.uri_is_me(uri)
 
     def _route_new(self, req: Request, source: Peer, kind: str, key: str, now: float) -> None:
-        req, rr_params = pop_own_routes(req, self.settings.me)
+        req, rr_params = pop_own_routes(stamp_received(req, source), self.settings.me)
         in_dialog = req.tag("to") is not None
         if not in_dialog and kind == "trunk":
             self._problem("forbidden", f"out-of-dialog {req.method} from a trunk", source)
@@ -408,7 +409,7 @@ class ProxyCore:
             tx.handle(Event.ACK, now)  # the ACK of a non-2xx final stops here (§16.7)
             return
         # The ACK of a 2xx is its own transaction: forwarded statelessly in the dialog.
-        req, rr_params = pop_own_routes(req, self.settings.me)
+        req, rr_params = pop_own_routes(stamp_received(req, source), self.settings.me)
         if self._downstream(req, self._source_kind(source), rr_params):
             peer = trunk_for_dialog(req, self.settings.trunks, rr_params).peer
         else:

@@ -13,7 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sipguard.sip.grammar import param
-from sipguard.sip.message import Header, Message, Request, encode, parse_via, strip_top_value
+from sipguard.sip.message import (
+    Header,
+    Message,
+    Request,
+    encode,
+    parse_via,
+    replace_top_value,
+    strip_top_value,
+)
 from sipguard.sip.peer import Peer, Transport
 from sipguard.sip.uri import SipUri, parse_name_addr, parse_uri
 
@@ -155,6 +163,20 @@ def has_own_via(message: Message, me: Identity) -> bool:
         if via.branch.startswith(OWN_BRANCH) and me.is_me(via.host, via.port):
             return True
     return False
+
+
+def stamp_received(request: Request, source: Peer) -> Request:
+    """Record in the top Via where the request really came from: `received` when the
+    sent-by host is not the source address (RFC 3261 §18.2.1), and the `rport` value when
+    the sender asked for it (RFC 3581 §4). Responses then find their way back through NAT."""
+    via = request.top_via
+    rport = via.param("rport")
+    if via.host == source.host and rport is None:
+        return request
+    stamped = via.with_param("received", source.host)
+    if rport is not None:
+        stamped = stamped.with_param("rport", str(source.port))
+    return request.with_headers(replace_top_value(request.headers, "via", str(stamped)))
 
 
 def response_target(via_text: str) -> Peer:
