@@ -176,7 +176,9 @@ def parse_sip(text: str, direction: str = "received", transport: str = "UDP") ->
 # SIPp -trace_msg: each entry starts with a dashed separator and a timestamp; a simulated
 # loss (-lost) appends "UDP message lost (recv)." to the entry it drops (or, for a send,
 # "voluntary lost (while sending)." for a message never logged) just before the next separator.
-_TRACE_SEP = re.compile(r"-{20,} \d{4}-\d\d-\d\d [\d:.]+[ \t]*\n")
+# SIPp also dumps a message it did not expect again, after a bare dashed line, as
+# "Unexpected UDP message received:": that entry repeats one already logged and is skipped.
+_TRACE_SEP = re.compile(r"-{20,}(?: \d{4}-\d\d-\d\d [\d:.]+)?[ \t]*\n")
 _TRACE_HEAD = re.compile(r"^(UDP|TCP) message (received|sent)\b.*?:\s*$")
 _LOST_RECV = re.compile(r"\n?(UDP|TCP) message lost \(recv\)\.\s*$")
 _LOST_SEND = re.compile(r"\n?(UDP|TCP) message voluntary lost \(while sending\)\.\s*$")
@@ -294,6 +296,94 @@ def options_ping(host: str, port: int, timeout: float = 0.5, source: str = HOST)
             if not reply.is_request and reply.call_id == call_id and reply.status >= 200:
                 return reply.status
     return None
+
+
+class UdpPeer:
+    """A bare SIP endpoint on a UDP socket, for hand-made (and malformed) requests."""
+
+    def __init__(self, host: str = HOST) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.host = host
+        self.port = int(self.sock.getsockname()[1])
+
+    def __enter__(self) -> UdpPeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def send(self, text: str, to: tuple[str, int]) -> None:
+        """Send `text` with its line ends made CRLF (a trailing blank line ends the head)."""
+        data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
+        self.sock.sendto(data, to)
+
+    def recv(self, timeout: float) -> SipMessage | None:
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data, _ = self.sock.recvfrom(65535)
+        except (TimeoutError, ConnectionRefusedError):
+            return None
+        return parse_sip(data.decode(errors="replace"))
+
+    def collect(self, seconds: float) -> list[SipMessage]:
+        """Everything that arrives within `seconds`."""
+        out = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            m = self.recv(left)
+            if m is not None:
+                out.append(m)
+        return out
+
+    def wait_final(self, timeout: float) -> tuple[SipMessage | None, list[SipMessage]]:
+        """(the first final response, everything received up to it) within `timeout`."""
+        seen: list[SipMessage] = []
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            m = self.recv(left)
+            if m is None:
+                continue
+            seen.append(m)
+            if not m.is_request and m.status >= 200:
+                return m, seen
+        return None, seen
+
+    def invite(self, gw: tuple[str, int], *, call_id: str, branch: str, user: str = "+12125551234",
+               max_forwards: int | None = 70, extra: str = "", ruri: str = "") -> str:
+        """A minimal initial INVITE to `user` at sipguard (or to `ruri`), sent to sipguard;
+        returns its text (for the ACK)."""
+        mf = f"Max-Forwards: {max_forwards}\n" if max_forwards is not None else ""
+        text = (
+            f"INVITE {ruri or f'sip:{user}@{gw[0]}:{gw[1]}'} SIP/2.0\n"
+            f"Via: SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport\n"
+            f"{mf}"
+            f"From: <sip:+13125557000@{self.host}:{self.port}>;tag=raw{branch[-6:]}\n"
+            f"To: <sip:{user}@{gw[0]}:{gw[1]}>\n"
+            f"Call-ID: {call_id}\n"
+            f"CSeq: 1 INVITE\n"
+            f"Contact: <sip:dialer@{self.host}:{self.port}>\n"
+            f"{extra}"
+            f"Content-Length: 0\n\n"
+        )
+        self.send(text, gw)
+        return text
+
+    def ack_for(self, invite: str, final: SipMessage, gw: tuple[str, int]) -> None:
+        """The ACK for a non-2xx final response (RFC 3261 §17.1.1.3)."""
+        req = parse_sip(invite)
+        uri = req.start_line.split()[1]
+        self.send(
+            f"ACK {uri} SIP/2.0\n"
+            f"Via: {req.vias[0]}\n"
+            f"Max-Forwards: 70\n"
+            f"From: {req.header('From')}\n"
+            f"To: {final.header('To')}\n"
+            f"Call-ID: {req.call_id}\n"
+            f"CSeq: {req.header('CSeq').split()[0]} ACK\n"
+            f"Content-Length: 0\n\n",
+            gw,
+        )
 
 
 # --------------------------------------------------------------------------- processes
@@ -452,6 +542,14 @@ class Gateway:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def assert_alive(self) -> None:
+        """Fail with the exit code and the log tail if sipguard is no longer running."""
+        if not self.alive():
+            code = self.proc.returncode if self.proc is not None else None
+            raise AssertionError(
+                f"sipguard is not running (exit code {code}):\n{self.output()[-3000:]}"
+            )
 
     def output(self) -> str:
         parts = []

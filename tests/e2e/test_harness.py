@@ -31,6 +31,9 @@ TRACE = (
     "2026-11-29 02:29:07.0\n"
     "UDP message received [10] bytes :\n\n"
     "BYE sip:a@b SIP/2.0\r\nCall-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n\n"
+    "-----------------------------------------------\n"
+    "Unexpected UDP message received:\n\n"
+    "BYE sip:a@b SIP/2.0\r\nCall-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n\n"
 )
 
 

@@ -72,5 +72,5 @@ def test_basic_calls(start_gateway, sipp, dialer_leg, trunk_leg, calls, dialer_m
                 f"{method} not sent to the trunk's Contact:\n{show(m)}"
             )
     assert len(dialer.received("BYE", 200)) == calls
-    assert gw.alive()
+    gw.assert_alive()
     assert not gw.problems(), gw.problems()[:5]  # clean traffic: no warnings

@@ -69,5 +69,6 @@ def test_cancel_during_ringing(start_gateway, sipp, leg: str) -> None:
     # Nothing else reached the trunk.
     methods = {m.method for m in trunk.received() if m.is_request}
     assert methods == {"INVITE", "CANCEL", "ACK"}, methods
-    assert gw.alive() and options_ping(gw.host, gw.port) == 200
+    gw.assert_alive()
+    assert options_ping(gw.host, gw.port) == 200
     assert not gw.problems(), gw.problems()[:5]  # clean traffic: no warnings

@@ -41,4 +41,4 @@ def test_calls_complete_with_udp_loss(start_gateway, sipp) -> None:
         )
     # Loss really happened and was repaired by retransmissions on both sides.
     assert dialer.stat("Retransmissions") > 0 and trunk.stat("Retransmissions") > 0
-    assert gw.alive()
+    gw.assert_alive()

@@ -101,4 +101,4 @@ def test_pjsua2_call_through_sipguard(start_gateway, tmp_path: Path) -> None:
     # The same call on both sides (a proxy keeps the Call-ID).
     uac_ids = {e["call_id"] for e in uac_events if e["event"] == "state"}
     assert incoming[0]["call_id"] in uac_ids
-    assert gw.alive()
+    gw.assert_alive()

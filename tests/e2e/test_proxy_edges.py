@@ -1,0 +1,105 @@
+"""Proxy rules from issue 2 beyond the numbered tests, with hand-made requests on a bare UDP
+socket: every trunk down, Max-Forwards, malformed input, and no open relay via Route."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from e2e.checks import PROXY_ONLY, show
+from e2e.harness import Trunk, UdpPeer, free_port, options_ping
+
+pytestmark = pytest.mark.e2e
+
+
+def _ids() -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:12]
+    return f"{tag}@edge", f"z9hG4bK{tag}"
+
+
+def test_all_trunks_down_gives_a_final_error_not_a_hang(start_gateway, unused_port) -> None:
+    gw = start_gateway([Trunk(unused_port, priority=1), Trunk(free_port(), priority=2)],
+                       sip={"failover_timeout": 0.5}, overrides=PROXY_ONLY)
+    with UdpPeer() as dialer:
+        call_id, branch = _ids()
+        started = time.monotonic()
+        invite = dialer.invite((gw.host, gw.port), call_id=call_id, branch=branch)
+        final, seen = dialer.wait_final(5.0)
+        took = time.monotonic() - started
+        assert final is not None, f"no final response within 5 s: {[m.start_line for m in seen]}"
+        assert final.status in (408, 480, 500, 502, 503, 504), show(final)
+        assert took < 3.0, f"{took:.1f}s for two dead trunks with failover_timeout 0.5"
+        assert final.vias == [f"SIP/2.0/UDP {dialer.host}:{dialer.port};branch={branch};rport"
+                              f";received={dialer.host}"] or final.vias[0].startswith(
+            f"SIP/2.0/UDP {dialer.host}:{dialer.port};branch={branch}"), show(final)
+        dialer.ack_for(invite, final, (gw.host, gw.port))
+        # The ACK was absorbed: the final response is not retransmitted (T1 = 500 ms).
+        again = [m for m in dialer.collect(1.2) if not m.is_request and m.status >= 200]
+        assert not again, [m.start_line for m in again]
+
+
+def test_max_forwards_zero_gets_483_and_nothing_forwarded(start_gateway, sipp) -> None:
+    uas = sipp("uas_busy.xml", "uas")
+    gw = start_gateway([Trunk(uas.port)], overrides=PROXY_ONLY)
+    with UdpPeer() as dialer:
+        call_id, branch = _ids()
+        invite = dialer.invite((gw.host, gw.port), call_id=call_id, branch=branch,
+                               max_forwards=0)
+        final, _ = dialer.wait_final(3.0)
+        assert final is not None and final.status == 483, final and show(final)
+        dialer.ack_for(invite, final, (gw.host, gw.port))
+    time.sleep(0.3)
+    assert uas.stop().messages == []
+
+
+def test_missing_max_forwards_is_inserted(start_gateway, sipp) -> None:
+    uas = sipp("uas_busy.xml", "uas")
+    gw = start_gateway([Trunk(uas.port)], overrides=PROXY_ONLY)
+    with UdpPeer() as dialer:
+        call_id, branch = _ids()
+        invite = dialer.invite((gw.host, gw.port), call_id=call_id, branch=branch,
+                               max_forwards=None)
+        final, _ = dialer.wait_final(3.0)
+        assert final is not None and final.status == 486, final and show(final)
+        dialer.ack_for(invite, final, (gw.host, gw.port))
+    time.sleep(0.3)
+    (forwarded,) = uas.stop().received("INVITE")
+    assert forwarded.header("Max-Forwards") == "70", show(forwarded)
+
+
+def test_malformed_request_gets_400_and_gateway_keeps_serving(start_gateway, sipp) -> None:
+    uas = sipp("uas_busy.xml", "uas")
+    gw = start_gateway([Trunk(uas.port)], overrides=PROXY_ONLY)
+    with UdpPeer() as dialer:
+        call_id, branch = _ids()
+        dialer.invite((gw.host, gw.port), call_id=call_id, branch=branch,
+                      extra="CSeq: banana INVITE\n")  # a second, invalid CSeq
+        final, _ = dialer.wait_final(3.0)
+        assert final is not None and final.status == 400, final and show(final)
+        dialer.send("\x00\xff garbage that is not SIP at all\n\n", (gw.host, gw.port))
+        time.sleep(0.2)
+    gw.assert_alive()
+    assert options_ping(gw.host, gw.port) == 200
+    time.sleep(0.2)
+    assert uas.stop().messages == []
+
+
+def test_route_header_cannot_make_sipguard_an_open_relay(start_gateway, sipp) -> None:
+    trunk = sipp("uas_busy.xml", "trunk")
+    victim = sipp("uas_busy.xml", "victim")  # reachable, but not a configured trunk
+    gw = start_gateway([Trunk(trunk.port)], overrides=PROXY_ONLY)
+    with UdpPeer() as dialer:
+        call_id, branch = _ids()
+        invite = dialer.invite(
+            (gw.host, gw.port), call_id=call_id, branch=branch,
+            ruri=f"sip:+12125551234@127.0.0.1:{victim.port}",  # the victim, not sipguard
+            extra=f"Route: <sip:127.0.0.1:{victim.port};lr>\n",
+        )
+        final, _ = dialer.wait_final(5.0)
+        assert final is not None, "no final response"
+        dialer.ack_for(invite, final, (gw.host, gw.port))
+    time.sleep(0.3)
+    assert victim.stop().messages == [], "sipguard forwarded to a host that is not a trunk"
+    trunk.stop()
