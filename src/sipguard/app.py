@@ -179,11 +179,17 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         store = await Store.open(store_path(config))
         stack.push_async_callback(store.close)
         index = await load_index(store)
+        # issue 5: frequency caps count the stored attempts of their longest period;
+        # stale national lists are warned about now and hourly (run_housekeeping)
+        from sipguard import housekeeping as rules  # noqa: PLC0415 (only run() is ours here)
+
+        counter = await rules.load_counter(store, config)
+        rules.warn_stale_lists(index, config, log)
         # The index is long-lived: keep the cyclic collector from re-scanning it on every
         # full collection while calls allocate and free their transactions.
         gc.freeze()
         writer = RecordWriter(store)
-        gate = Gate(config, index, emit=decision_sinks(config, writer))
+        gate = Gate(config, index, emit=decision_sinks(config, writer), counter=counter)
         gateway = Gateway(config, gate)
         await gateway.start()
         stack.callback(gateway.close)
@@ -198,9 +204,11 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
                 watch(store, index, config.store.poll_interval, on_error=_store_problem),
                 name="store-watch",
             ),
+            asyncio.create_task(rules.run_housekeeping(counter, index, config, log),
+                                name="rules-housekeeping"),
         ]
         log.info("sipguard.ready", lists={i.name: index.list_size(i.name) for i in index.lists()},
-                 control_socket=str(control))
+                 control_socket=str(control), attempts_counted=len(counter))
         try:
             await stop.wait()
         finally:

@@ -15,10 +15,15 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from sipguard.errors import ConfigError
+from sipguard.errors import ConfigError, PolicyError
+from sipguard.policy.caps import configured_cap
+from sipguard.policy.consent_rules import normalise_caller_ids
+from sipguard.policy.numbers import Numbers
+from sipguard.policy.windows import WeekHours
 from sipguard.sip.uri import parse_trunk_uri
 
 DEFAULT_CONFIG = Path("config/sipguard.toml")
@@ -144,6 +149,15 @@ class BlockResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class CapConfig:
+    max_calls: int = doc("Most allowed calls to one number within `period` (0 = none).")
+    period: str = doc("Rolling period: '24h', '7d', '90m'.")
+    scope: Literal["campaign", "all"] = doc(
+        "'campaign': counted per campaign; 'all': calls of every campaign count.", "campaign"
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyConfig:
     mode: Literal["enforce", "monitor"] = doc(
         "'enforce' blocks; 'monitor' forwards everything and flags what it would block.",
@@ -168,6 +182,47 @@ class PolicyConfig:
     emergency_numbers: tuple[str, ...] = doc(
         "Numbers always allowed.", factory=lambda: ("911", "112", "999", "000")
     )
+    retry_after: int = doc(
+        "Seconds in the Retry-After of the 503 a call gets when the store cannot be read "
+        "and on_store_error = 'reject' (RFC 3261 §21.5.4).",
+        30,
+    )
+    reuse_seconds: float = doc(
+        "How long a decision waits for the INVITE re-sent after a 401/407 challenge (same "
+        "Call-ID, From tag and dialled number); within it the re-sent INVITE gets the first "
+        "decision and is not decided, logged or counted again.",
+        60.0,
+    )
+    reuse_entries: int = doc(
+        "Most decisions remembered for such re-sent INVITEs (oldest dropped first).", 65536
+    )
+    revoke_scope: Literal["campaign", "all"] = doc(
+        "A campaign-scoped revocation voids that campaign's consent only ('campaign') or "
+        "every consent of the number given before it ('all'). A revocation without a "
+        "campaign always voids all.",
+        "campaign",
+    )
+    stale_list: Literal["warn", "block"] = doc(
+        "A national DNC list older than its safe-harbor limit (US/CA 31 days, UK TPS 28, "
+        "AU 30): 'warn' logs at start and hourly; 'block' also blocks calls that depend on "
+        "it with reason dnc-national (rule stale-list).",
+        "warn",
+    )
+    caps: tuple[CapConfig, ...] = doc(
+        "System-wide frequency caps (every campaign), e.g. "
+        "[{ max_calls = 10, period = '24h', scope = 'all' }].",
+        factory=tuple,
+    )
+    wireless_from_number_type: bool = doc(
+        "Outside NANP, treat numbers phonenumbers types MOBILE as wireless even when they "
+        "are on no wireless list.",
+        True,
+    )
+    extra_holidays: dict[str, tuple[str, ...]] = doc(
+        "Extra legal holidays by region for calling windows that close on holidays, e.g. "
+        "{ US-LA = ['2023-07-03'] } for a day a governor declares.",
+        factory=dict,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +236,27 @@ class CampaignConfig:
         factory=lambda: ("internal", "national", "state", "litigator"),
     )
     require_consent: bool = doc("Block calls without an active consent for this campaign.", False)
+    autodialed: bool = doc(
+        "Calls are placed by an automatic dialer: calling a wireless number then needs "
+        "'express' consent ('express-written' for telemarketing).",
+        False,
+    )
+    allowed_caller_ids: tuple[str, ...] = doc(
+        "Caller IDs (numbers the company owns) this campaign may present; a missing, invalid "
+        "or other caller is blocked caller-id-not-allowed. Empty = not checked. Normalised "
+        "with policy.default_region.",
+        factory=tuple,
+    )
+    window: dict[str, str] = doc(
+        "Narrower calling hours, local to the called party: keys daily / weekdays / weekends "
+        "/ mon..sun, values 'HH:MM-HH:MM[,HH:MM-HH:MM]' or 'closed'; a day no key mentions "
+        "is closed. Empty = only the legal windows.",
+        factory=dict,
+    )
+    caps: tuple[CapConfig, ...] = doc(
+        "Extra frequency caps for this campaign, e.g. [{ max_calls = 2, period = '24h' }].",
+        factory=tuple,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +445,56 @@ def validate(config: Config) -> None:
         raise ConfigError("sip.failover_timeout", "must be positive")
     if "default" not in config.campaigns:
         raise ConfigError("campaigns.default", "is required (it applies when no campaign is named)")
+    _validate_policy(config.policy)
+    for name, campaign in config.campaigns.items():
+        _validate_campaign(f"campaigns.{name}", campaign, config.policy.default_region)
+
+
+def _validate_policy(policy: PolicyConfig) -> None:
+    try:
+        Numbers(policy.default_region)
+    except ValueError as exc:
+        raise ConfigError("policy.default_region", str(exc)) from None
+    if policy.retry_after < 0:
+        raise ConfigError("policy.retry_after", "must not be negative")
+    if policy.reuse_seconds <= 0:
+        raise ConfigError("policy.reuse_seconds", "must be positive")
+    if policy.reuse_entries < 1:
+        raise ConfigError("policy.reuse_entries", "must be at least 1")
+    _validate_caps("policy.caps", policy.caps)
+    for region, days in policy.extra_holidays.items():
+        for i, day in enumerate(days):
+            try:
+                date.fromisoformat(day)
+            except ValueError:
+                raise ConfigError(
+                    f"policy.extra_holidays.{region}[{i}]", f"{day!r} is not a date YYYY-MM-DD"
+                ) from None
+
+
+def _validate_caps(key: str, caps: tuple[CapConfig, ...]) -> None:
+    for i, cap in enumerate(caps):
+        if cap.max_calls < 0:
+            raise ConfigError(f"{key}[{i}].max_calls", "must not be negative")
+        try:
+            configured_cap(cap.max_calls, cap.period, cap.scope)
+        except PolicyError as exc:
+            raise ConfigError(f"{key}[{i}].period", str(exc)) from None
+
+
+def _validate_campaign(key: str, campaign: CampaignConfig, region: str) -> None:
+    _validate_caps(f"{key}.caps", campaign.caps)
+    for i, number in enumerate(campaign.allowed_caller_ids):
+        try:
+            normalise_caller_ids((number,), region)
+        except ValueError as exc:
+            raise ConfigError(f"{key}.allowed_caller_ids[{i}]", str(exc)) from None
+    if campaign.window:
+        try:
+            WeekHours.parse(campaign.window, f"{key}.window")
+        except PolicyError as exc:
+            where, _, problem = str(exc).partition(": ")
+            raise ConfigError(where, problem or str(exc)) from None
 
 
 def reference(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -137,7 +137,7 @@ def decision_event(
     if pseudonymize is not None:
         callee = pseudonymize(callee)
         caller = pseudonymize(caller) if caller is not None else None
-    return {
+    event: dict[str, Any] = {
         "ts": _iso(record),
         "event": DECISION_EVENT,
         "node": record.node,
@@ -151,6 +151,10 @@ def decision_event(
         "caller": caller,
         "latency_us": record.latency_us,
     }
+    opens = record.decision.opens_at
+    if opens is not None:  # outside-calling-window: when the dialer may try again
+        event["opens_at"] = opens.isoformat().replace("+00:00", "Z")
+    return event
 
 
 class DecisionLog:

@@ -203,8 +203,10 @@ def test_trail_names_every_rule_in_order() -> None:
     decision = decide(Attempt(NUMBER, NUMBER, None, CAMPAIGN, ""), MemoryFacts(), PLAIN, ENFORCE,
                       NOW)
     assert [(s.rule, s.outcome) for s in decision.trail] == [
-        ("emergency", "pass"), ("valid-number", "pass"), ("internal-dnc", "pass"),
-        ("litigator", "pass"), ("national-state-dnc", "pass"), ("require-consent", "skip"),
+        ("emergency", "pass"), ("valid-number", "pass"), ("caller-id", "skip"),
+        ("calling-window", "pass"), ("internal-dnc", "pass"), ("litigator", "pass"),
+        ("national-state-dnc", "pass"), ("stale-list", "pass"), ("reassigned", "skip"),
+        ("wireless", "skip"), ("require-consent", "skip"), ("frequency-cap", "skip"),
         ("allow", "allow"),
     ]
 
@@ -216,12 +218,12 @@ def test_override_is_in_the_trail_and_consent_id_reported() -> None:
     step = next(s for s in decision.trail if s.rule == "national-state-dnc")
     assert step.outcome == "override"
     assert "#99" in step.detail
-    assert decision.as_dict()["trail"][4] == step.as_dict()
+    assert decision.as_dict()["trail"][6] == step.as_dict()
 
 
 def test_store_error_keeps_the_trail_so_far() -> None:
     decision = decide(Attempt(NUMBER, NUMBER, None, CAMPAIGN, ""), DOWN, PLAIN, ENFORCE, NOW)
-    assert [s.rule for s in decision.trail] == ["emergency", "valid-number", "store"]
+    assert [s.rule for s in decision.trail] == ["emergency", "valid-number", "caller-id", "store"]
     assert decision.trail[-1].detail == "disk I/O error"
 
 
@@ -230,7 +232,7 @@ def test_a_rule_can_be_inserted() -> None:
         return Step("night", "pass")
 
     rules = with_rule(RULES, Rule("night", night, "test"), before="require-consent")
-    assert [r.name for r in rules][-2:] == ["night", "require-consent"]
+    assert [r.name for r in rules][-3:] == ["night", "require-consent", "frequency-cap"]
     decision = decide(Attempt(NUMBER, NUMBER, None, CAMPAIGN, ""), MemoryFacts(), PLAIN, ENFORCE,
                       NOW, rules)
     assert "night" in [s.rule for s in decision.trail]

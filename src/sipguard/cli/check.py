@@ -3,8 +3,9 @@
 Prints, as JSON, the decision the gateway would make for a call to NUMBER, with the rule
 trail that led to it. It reads the store file itself (SQLite in WAL mode lets it do so
 while `serve` runs), so it gives the same answer with or without a running server; a
-store that does not exist yet means no list and no consent. Nothing is recorded: a
-check is not a call.
+store that does not exist yet means no list and no consent. Frequency caps count the
+stored attempts before `--at`, as the server does. Nothing is recorded: a check is not a
+call. Outside the calling window, `opens_at` says when it opens next.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from typing import Any
 
 from sipguard.cli import add_config_option
 from sipguard.config import Config, load_config
+from sipguard.policy.caps import AttemptCounter, AttemptRecord, required_horizon
 from sipguard.policy.facts import EMPTY_FACTS
-from sipguard.policy.gate import Gate
+from sipguard.policy.gate import Gate, attempt_counter
+from sipguard.policy.geo import locate_fast
 from sipguard.policy.model import DecisionRecord, Facts
+from sipguard.policy.rule_steps import all_caps
 from sipguard.store.codec import parse_user_time
 from sipguard.store.session import open_store, run, store_path
+from sipguard.store.writer import attempts_since
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,17 +40,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.set_defaults(func=cmd_check)
 
 
-def load_facts(config: Config) -> tuple[Facts, str | None]:
-    """The store's index, or no facts at all when the store file does not exist yet."""
+def load_facts(config: Config, at: datetime | None = None) -> (
+    tuple[Facts, AttemptCounter, str | None]
+):
+    """The store's index and the attempts counted at `at` (default now), or no facts
+    and no attempts when the store file does not exist yet."""
     path = store_path(config)
+    when = at or datetime.now(UTC)
     if not path.exists():
-        return EMPTY_FACTS, None
-    return run(_load(config)), str(path)
+        return EMPTY_FACTS, attempt_counter(config, (), when), None
+    facts, counter = run(_load(config, when))
+    return facts, counter, str(path)
 
 
-async def _load(config: Config) -> Facts:
+async def _load(config: Config, at: datetime) -> tuple[Facts, AttemptCounter]:
     async with open_store(config) as store:
-        return await store.load_index()
+        index = await store.load_index()
+        horizon = required_horizon(all_caps(config.campaigns, config.policy))
+        rows = await attempts_since(store, at - horizon)
+    records = (AttemptRecord(r.number, r.campaign, r.call_id, r.at) for r in rows if r.at <= at)
+    return index, attempt_counter(config, records, at)
 
 
 def _discard(_record: DecisionRecord) -> None:
@@ -54,9 +68,9 @@ def _discard(_record: DecisionRecord) -> None:
 
 def report(
     config: Config, facts: Facts, store: str | None, number: str, campaign: str,
-    caller: str | None, at: datetime | None,
+    caller: str | None, at: datetime | None, counter: AttemptCounter | None = None,
 ) -> dict[str, Any]:
-    gate = Gate(config, facts, _discard)
+    gate = Gate(config, facts, _discard, counter=counter)
     attempt = gate.attempt(number, campaign, caller)
     when = at or datetime.fromtimestamp(gate.wall_clock(), UTC)
     decision = gate.check(number, campaign, caller, when)
@@ -69,14 +83,24 @@ def report(
         "at": when.isoformat(),
         "mode": config.policy.mode,
         "store": store,
+        "location": _location(attempt.callee),
         **decision.as_dict(),
     }
+
+
+def _location(callee: str | None) -> dict[str, Any] | None:
+    """Where the called number rings, as the calling-window and cap rules read it."""
+    if callee is None:
+        return None
+    loc = locate_fast(callee)
+    return {"country": loc.country, "regions": list(loc.regions), "zones": list(loc.zones),
+            "source": loc.source}
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(getattr(args, "config", None))
     at = parse_user_time("--at", args.at) if args.at else None
-    facts, store = load_facts(config)
-    result = report(config, facts, store, args.number, args.campaign, args.caller, at)
+    facts, counter, store = load_facts(config, at)
+    result = report(config, facts, store, args.number, args.campaign, args.caller, at, counter)
     print(json.dumps(result, indent=2))
     return 0

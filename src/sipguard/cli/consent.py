@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from zoneinfo import ZoneInfoNotFoundError
 
 from sipguard.cli import add_config_option
 from sipguard.config import Config, load_config
 from sipguard.errors import PolicyError
+from sipguard.policy.geo import region_zones, zone_info
 from sipguard.policy.model import Consent, ConsentType
 from sipguard.store.codec import parse_user_time
 from sipguard.store.importer import normalize_number
@@ -33,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     grant.add_argument("--source", required=True, help="the proof: form id, recording, IP...")
     grant.add_argument("--expires", help="ISO-8601 date or time the consent ends")
     grant.add_argument("--granted-at", help="when it was given (default: now)")
+    grant.add_argument("--state", help="the subscriber's known address region, e.g. US-FL "
+                       "(its calling window and caps apply too)")
+    grant.add_argument("--zone", help="the address's IANA time zone, e.g. America/Chicago")
     add_config_option(grant)
     grant.set_defaults(func=cmd_grant)
 
@@ -66,6 +71,7 @@ def cmd_grant(args: argparse.Namespace) -> int:
     number = _e164(config, args.number)
     expires = parse_user_time("--expires", args.expires) if args.expires else None
     granted = parse_user_time("--granted-at", args.granted_at) if args.granted_at else None
+    region, zone = _address(args.state, args.zone)
     if args.campaign != "*" and args.campaign not in config.campaigns:
         print(
             f"warning: campaign {args.campaign!r} is not in the config "
@@ -78,6 +84,7 @@ def cmd_grant(args: argparse.Namespace) -> int:
             record = await store.grant_consent(
                 number, args.campaign, ConsentType(args.consent_type), args.source,
                 granted_at=granted, expires_at=expires,
+                location_region=region, location_zone=zone,
             )
         await tell_server(config)
         return record
@@ -128,6 +135,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _address(state: str | None, zone: str | None) -> tuple[str | None, str | None]:
+    """--state / --zone checked against the shipped region table and the zone database."""
+    region = state.strip().upper() if state else None
+    if region is not None and not region_zones(region):
+        raise PolicyError(f"--state {state!r} is not a known region like 'US-FL'")
+    if zone:
+        try:
+            zone_info(zone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise PolicyError(f"--zone {zone!r} is not an IANA time zone") from None
+    return region, zone or None
+
+
 def _line(c: Consent) -> str:
     parts = [
         c.number, f"campaign={c.campaign}", f"type={c.type.value}",
@@ -135,6 +155,8 @@ def _line(c: Consent) -> str:
         f"expires={c.expires_at.isoformat() if c.expires_at else '-'}",
         f"source={c.source!r}",
     ]
+    if c.location_region or c.location_zone:
+        parts.append(f"address={c.location_region or '-'}/{c.location_zone or '-'}")
     if c.revoked_at:
         parts.append(f"revoked={c.revoked_at.isoformat()} by {c.revoke_source!r}")
     return " ".join(parts)
@@ -147,4 +169,5 @@ def _json(c: Consent) -> dict[str, object]:
         "expires_at": c.expires_at.isoformat() if c.expires_at else None,
         "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
         "revoke_source": c.revoke_source, "source": c.source,
+        "location_region": c.location_region, "location_zone": c.location_zone,
     }

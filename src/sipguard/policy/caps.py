@@ -174,6 +174,10 @@ class AttemptCounter:
     def __len__(self) -> int:
         return sum(len(v) for v in self._by_number.values())
 
+    def __contains__(self, number: object) -> bool:
+        """Whether any attempt to `number` is remembered (a cheap test on the call path)."""
+        return number in self._by_number
+
 
 def required_horizon(caps: Iterable[Cap]) -> timedelta:
     """The longest period among the caps (how much history the counter must keep)."""

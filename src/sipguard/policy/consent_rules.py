@@ -110,14 +110,14 @@ def _void_reason(
             f"consent #{consent.id} granted {consent.granted_at.isoformat()} before the number "
             f"was disconnected {disconnected_at.isoformat()} (reassigned)"
         )
-    if consent.revoked_at is not None:
+    if consent.revoked_at is not None and consent.revoked_at <= now:
         return (
             Reason.CONSENT_REVOKED,
             f"consent #{consent.id} revoked {consent.revoked_at.isoformat()}",
         )
     for other in consents:
-        if other.revoked_at is None or other.id == consent.id:
-            continue
+        if other.revoked_at is None or other.revoked_at > now or other.id == consent.id:
+            continue  # a revocation still to come (`check --at` in the past) voids nothing
         if (
             other.campaign == "*" or revoke_scope == "all"
         ) and consent.granted_at <= other.revoked_at:

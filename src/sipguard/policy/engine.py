@@ -2,9 +2,17 @@
 
 Each rule looks at a `Context` and returns either a `Step` (it passed, skipped, or a
 consent overrode it: the pipeline goes on) or an `Outcome` (allow or block: the
-pipeline stops). The order and semantics are those of issue 3; the rules issue inserts
-windows, caps, EBR, wireless, reassigned numbers and caller ID into `RULES` (see
-`with_rule`). Every rule names its legal or contractual source next to it.
+pipeline stops). The order is issue 3's with issue 5's compliance rules inserted where
+`policy/rules.py` says (their adapters are in `policy/rule_steps.py`):
+
+emergency, valid-number, caller-id, calling-window, internal-dnc, litigator,
+national-state-dnc, stale-list, reassigned, wireless, require-consent, frequency-cap;
+then allow (`ebr` when an EBR let the call through the DNC lists, `consent` when a
+consent applied, else `no-restriction`). Every rule names its legal or contractual
+source in `RULES`; more can be inserted with `with_rule`.
+
+Frequency caps need the allowed attempts of the last days: `decide(..., counter=)`
+takes the `caps.AttemptCounter` the gate keeps (none: the cap rule is skipped).
 
 `decide` is pure: no clock, no I/O. A `Facts` that cannot answer raises `StoreError`,
 which becomes `store-unavailable` (blocked, or flagged when `on_store_error = "allow"`).
@@ -13,145 +21,42 @@ which becomes `store-unavailable` (blocked, or flagged when `on_store_error = "a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import NamedTuple
 
 from sipguard.config import CampaignConfig, PolicyConfig
 from sipguard.errors import StoreError
+from sipguard.policy import rule_steps as rs
+from sipguard.policy.caps import AttemptCounter
+from sipguard.policy.consent_rules import EBR_TYPES
 from sipguard.policy.model import (
     Action,
     Attempt,
-    Consent,
-    ConsentType,
     Decision,
     Facts,
     ListKind,
-    Membership,
     Reason,
     Step,
 )
 from sipguard.policy.numbers import strip_separators
-
-# Consent types that are a person's affirmative "yes" (47 CFR 64.1200(f)(9) prior express
-# written consent; prior express consent per the FCC's 1992 TCPA Order ¶31; GDPR Art. 4(11)).
-# An established business relationship is not consent: it never overrides an opt-out
-# (47 CFR 64.1200(f)(5)(i): a seller-specific do-not-call request terminates the EBR).
-AFFIRMATIVE = frozenset(
-    {ConsentType.EXPRESS, ConsentType.EXPRESS_WRITTEN, ConsentType.GDPR_CONSENT}
+from sipguard.policy.pipeline import (
+    SHARED_IDS,
+    SHARED_LIMIT,
+    Context,
+    Outcome,
+    Rule,
+    RuleFn,
+    shared_step,
 )
 
-
-class Context:
-    """What the rules read; facts are fetched once, on first use (emergency calls need none)."""
-
-    __slots__ = ("_consents", "_memberships", "attempt", "campaign", "consent", "facts", "now",
-                 "policy")
-
-    def __init__(
-        self,
-        attempt: Attempt,
-        facts: Facts,
-        campaign: CampaignConfig,
-        policy: PolicyConfig,
-        now: datetime,
-    ) -> None:
-        self.attempt = attempt
-        self.facts = facts
-        self.campaign = campaign
-        self.policy = policy
-        self.now = now
-        self.consent: Consent | None = None  # set by a rule that let a consent apply
-        self._memberships: Sequence[Membership] | None = None
-        self._consents: Sequence[Consent] | None = None
-
-    @property
-    def memberships(self) -> Sequence[Membership]:
-        if self._memberships is None:
-            self._memberships = self.facts.memberships(self.attempt.callee or "")
-        return self._memberships
-
-    @property
-    def consents(self) -> Sequence[Consent]:
-        if self._consents is None:
-            self._consents = self.facts.consents(self.attempt.callee or "")
-        return self._consents
-
-    def applies(self, m: Membership) -> bool:
-        """Internal opt-outs bind the whole company (47 CFR 64.1200(d)(3)); other lists
-        count when the campaign names them, by list name or by kind."""
-        kind = m.kind
-        if kind is ListKind.INTERNAL:
-            return True
-        lists = self.campaign.lists
-        return kind in lists or m.list_name in lists
-
-    def active_consent(self, types: frozenset[ConsentType], after: datetime | None = None) -> (
-        Consent | None
-    ):
-        """The newest consent of `types` for this campaign ('*' = all) active now."""
-        best: Consent | None = None
-        campaign, now = self.attempt.campaign, self.now
-        for c in self.consents:
-            if (
-                c.type in types
-                and c.campaign in (campaign, "*")
-                and c.granted_at <= now
-                and (c.revoked_at is None or c.revoked_at > now)
-                and (c.expires_at is None or now < c.expires_at)
-                and (after is None or c.granted_at > after)
-                and (best is None or c.granted_at > best.granted_at)
-            ):
-                best = c
-        return best
-
-
-class Outcome(NamedTuple):
-    """A rule's final word: the pipeline stops here (a tuple: made on every block)."""
-
-    action: Action  # ALLOW or BLOCK (monitor mode turns BLOCK into FLAG later)
-    reason: Reason
-    detail: str = ""
-    dynamic: bool = False  # the detail varies per call (dates, ids): never shared
-    opens_at: datetime | None = None  # outside-calling-window: when the window opens next
-
-
-RuleFn = Callable[[Context], "Step | Outcome"]
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    name: str
-    check: RuleFn
-    source: str  # the law, regulation or contract the rule carries out
-
-
-# Decisions are immutable values, and most calls take one of a few paths (nothing found;
-# on the national list; ...). Steps and Decisions of those paths are made once and shared:
-# building frozen dataclasses is a large part of a decision's cost. Both tables only grow,
-# up to a bound, so an id() in them always names the same live object.
-_SHARED_LIMIT = 4096
-_STEPS: dict[tuple[str, str, str], Step] = {}
-_SHARED_IDS: set[int] = set()
+AFFIRMATIVE = rs.AFFIRMATIVE
+_SHARED_IDS = SHARED_IDS
+_SHARED_LIMIT = SHARED_LIMIT
 _DECISIONS: dict[tuple[object, ...], Decision] = {}
 
-
-def shared_step(rule: str, outcome: str, detail: str = "") -> Step:
-    """A Step made once per (rule, outcome, detail), while the table has room."""
-    key = (rule, outcome, detail)
-    step = _STEPS.get(key)
-    if step is None:
-        step = Step(rule, outcome, detail)
-        if len(_STEPS) < _SHARED_LIMIT:
-            _STEPS[key] = step
-            _SHARED_IDS.add(id(step))
-    return step
-
-
-def _ts(value: datetime | None) -> str:
-    return value.isoformat() if value else "unknown"
+__all__ = ["AFFIRMATIVE", "RULES", "Context", "Outcome", "Rule", "RuleFn", "decide",
+           "shared_step", "with_rule"]
 
 
 # -- 1. emergency ----------------------------------------------------------------------
@@ -210,39 +115,6 @@ def valid_number(ctx: Context) -> Step | Outcome:
 _VALID_PASS = shared_step("valid-number", "pass")
 
 
-# -- 3. internal do-not-call ----------------------------------------------------------
-# 47 CFR 64.1200(d)(3) and 16 CFR 310.4(b)(1)(iii)(A): a seller honours a person's request
-# not to be called. Consent given after the opt-out overrides it; nothing given before does.
-
-
-def internal_dnc(ctx: Context) -> Step | Outcome:
-    memberships = ctx.memberships
-    if not memberships:
-        return _INTERNAL_PASS
-    hits = [m for m in memberships if m.kind is ListKind.INTERNAL]
-    if not hits:
-        return _INTERNAL_PASS
-    times = [m.listed_at for m in hits]
-    # An opt-out of unknown date counts as the newest: it cannot be overridden.
-    opt_out = None if any(t is None for t in times) else max(t for t in times if t is not None)
-    names = ",".join(sorted({m.list_name for m in hits}))
-    if opt_out is not None:
-        consent = ctx.active_consent(AFFIRMATIVE, after=opt_out)
-        if consent is not None:
-            ctx.consent = consent
-            return Step(
-                "internal-dnc", "override",
-                f"{names}: opt-out {_ts(opt_out)} before consent #{consent.id} "
-                f"{_ts(consent.granted_at)}",
-            )
-    return Outcome(
-        Action.BLOCK, Reason.DNC_INTERNAL, f"{names}: opt-out {_ts(opt_out)}", dynamic=True
-    )
-
-
-_INTERNAL_PASS = shared_step("internal-dnc", "pass")
-
-
 # -- 4. litigator lists ---------------------------------------------------------------
 # A business risk list, not a statute: numbers of serial TCPA plaintiffs. No consent
 # overrides it (the campaign opts in by naming the list).
@@ -258,88 +130,26 @@ def litigator(ctx: Context) -> Step | Outcome:
 _LITIGATOR_PASS = shared_step("litigator", "pass")
 
 
-# -- 5. national and state registries -------------------------------------------------
-# 47 CFR 64.1200(c)(2) and 16 CFR 310.4(b)(1)(iii)(B): no telephone solicitation to a number
-# on the National Do-Not-Call Registry, unless the person gave prior express written
-# consent to this seller (64.1200(c)(2)(ii)); state registries (e.g. Fla. Stat. 501.059,
-# Tex. Bus. & Com. Code 304) follow the same pattern. Consent is per campaign here.
-
-_WRITTEN = frozenset({ConsentType.EXPRESS_WRITTEN})
-
-
-def national_state_dnc(ctx: Context) -> Step | Outcome:
-    national: Membership | None = None
-    state: Membership | None = None
-    for m in ctx.memberships:
-        kind = m.kind
-        if kind is ListKind.NATIONAL:
-            if national is None and ctx.applies(m):
-                national = m
-        elif kind is ListKind.STATE and state is None and ctx.applies(m):
-            state = m
-    hit = national or state
-    if hit is None:
-        return _NATIONAL_PASS
-    consent = ctx.active_consent(_WRITTEN)
-    if consent is not None:
-        ctx.consent = consent
-        return Step(
-            "national-state-dnc", "override",
-            f"{hit.list_name}: express-written consent #{consent.id} {_ts(consent.granted_at)}",
-        )
-    where = f" ({hit.jurisdiction})" if hit.jurisdiction else ""
-    reason = Reason.DNC_NATIONAL if hit is national else Reason.DNC_STATE
-    return Outcome(Action.BLOCK, reason, hit.list_name + where)
-
-
-_NATIONAL_PASS = shared_step("national-state-dnc", "pass")
-
-
-# -- 6. campaigns that require consent ------------------------------------------------
-# The campaign's own rule (config `campaigns.NAME.require_consent`), e.g. for autodialled
-# or prerecorded calls that need prior express consent (47 CFR 64.1200(a)(1)-(3)) or for
-# GDPR Art. 6(1)(a) processing. Why it fails is told apart: never given, revoked, expired.
-
-
-def require_consent(ctx: Context) -> Step | Outcome:
-    if not ctx.campaign.require_consent:
-        return _CONSENT_SKIP
-    consent = ctx.consent or ctx.active_consent(AFFIRMATIVE)
-    if consent is not None:
-        ctx.consent = consent
-        return Step("require-consent", "pass", f"consent #{consent.id}")
-    campaign, now = ctx.attempt.campaign, ctx.now
-    given = [
-        c for c in ctx.consents
-        if c.type in AFFIRMATIVE and c.campaign in (campaign, "*") and c.granted_at <= now
-    ]
-    if not given:
-        return Outcome(Action.BLOCK, Reason.NO_CONSENT)
-    latest = max(given, key=lambda c: c.granted_at)
-    if latest.revoked_at is not None and latest.revoked_at <= now:
-        return Outcome(
-            Action.BLOCK, Reason.CONSENT_REVOKED,
-            f"consent #{latest.id} revoked {_ts(latest.revoked_at)} ({latest.revoke_source})",
-            dynamic=True,
-        )
-    return Outcome(
-        Action.BLOCK, Reason.CONSENT_EXPIRED,
-        f"consent #{latest.id} expired {_ts(latest.expires_at)}",
-        dynamic=True,
-    )
-
-
-_CONSENT_SKIP = shared_step("require-consent", "skip", "campaign does not require consent")
-
-
 RULES: tuple[Rule, ...] = (
     Rule("emergency", emergency, "47 U.S.C. 227(b)(1)(A); 47 CFR 64.1200(a)(1)"),
     Rule("valid-number", valid_number, "ITU-T E.164"),
-    Rule("internal-dnc", internal_dnc, "47 CFR 64.1200(d)(3); 16 CFR 310.4(b)(1)(iii)(A)"),
+    Rule("caller-id", rs.caller_id, "16 CFR 310.4(a)(8); campaign allowed_caller_ids"),
+    Rule("calling-window", rs.calling_window,
+         "data/calling_windows.toml (47 CFR 64.1200(c)(1); 16 CFR 310.4(c); state statutes); "
+         "campaign window"),
+    Rule("internal-dnc", rs.internal_dnc, "47 CFR 64.1200(d)(3); 16 CFR 310.4(b)(1)(iii)(A)"),
     Rule("litigator", litigator, "business risk list named by the campaign"),
-    Rule("national-state-dnc", national_state_dnc,
-         "47 CFR 64.1200(c)(2); 16 CFR 310.4(b)(1)(iii)(B); state DNC statutes"),
-    Rule("require-consent", require_consent, "campaign config require_consent"),
+    Rule("national-state-dnc", rs.national_state_dnc,
+         "47 CFR 64.1200(c)(2), (f)(5), (f)(15)(ii); 16 CFR 310.4(b)(1)(iii)(B); "
+         "state DNC statutes; data/consent_rules.toml (EBR terms)"),
+    Rule("stale-list", rs.stale_list,
+         "47 CFR 64.1200(c)(2)(i)(D) (safe harbor: a registry copy at most 31 days old); "
+         "data/consent_rules.toml; policy stale_list"),
+    Rule("reassigned", rs.reassigned, "47 CFR 64.1200(m) (RND safe harbor)"),
+    Rule("wireless", rs.wireless, "47 U.S.C. 227(b)(1)(A)(iii); 47 CFR 64.1200(a)(1)-(2)"),
+    Rule("require-consent", rs.require_consent, "campaign config require_consent"),
+    Rule("frequency-cap", rs.frequency_cap,
+         "data/frequency_caps.toml (state statutes; 12 CFR 1006.14(b)(2)); campaign/policy caps"),
 )
 
 
@@ -359,9 +169,12 @@ def decide(
     policy_config: PolicyConfig,
     now: datetime,
     rules: Sequence[Rule] = RULES,
+    counter: AttemptCounter | None = None,
 ) -> Decision:
-    """The decision for one call attempt at `now` (timezone-aware), with its rule trail."""
-    ctx = Context(attempt, facts, campaign_config, policy_config, now)
+    """The decision for one call attempt at `now` (timezone-aware), with its rule trail.
+
+    `counter`: the allowed attempts the frequency caps count (None skips the caps)."""
+    ctx = Context(attempt, facts, campaign_config, policy_config, now, counter)
     trail: list[Step] = []
     shared = True  # every step so far is a long-lived one: the Decision may be shared too
     try:
@@ -373,14 +186,18 @@ def decide(
             shared = shared and id(result) in _SHARED_IDS
     except StoreError as exc:
         return _store_unavailable(policy_config, trail, str(exc))
-    if ctx.consent is not None:
-        outcome = Outcome(Action.ALLOW, Reason.CONSENT, f"consent #{ctx.consent.id}", dynamic=True)
+    consent = ctx.consent
+    if consent is not None:
+        reason = Reason.EBR if consent.type in EBR_TYPES else Reason.CONSENT
+        what = consent.type.value if reason is Reason.EBR else "consent"
+        outcome = Outcome(Action.ALLOW, reason, f"{what} #{consent.id}", dynamic=True)
     else:
         outcome = _NO_RESTRICTION
     return _final(ctx, trail, shared, "allow", outcome)
 
 
 _NO_RESTRICTION = Outcome(Action.ALLOW, Reason.NO_RESTRICTION)
+
 
 def _final(ctx: Context, trail: list[Step], shared: bool, rule: str, outcome: Outcome) -> Decision:
     action = outcome.action

@@ -9,21 +9,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from sipguard.errors import StoreError
-from sipguard.policy.model import Consent, Membership
+from sipguard.policy.model import Consent, ListMeta, Membership
 
 
 class MemoryFacts:
     """Memberships and consents held in dicts keyed by E.164 number."""
 
-    __slots__ = ("_consents", "_memberships")
+    __slots__ = ("_consents", "_lists", "_memberships")
 
     def __init__(
         self,
         memberships: Iterable[tuple[str, Membership]] = (),
         consents: Iterable[Consent] = (),
+        lists: Iterable[ListMeta] = (),
     ) -> None:
         self._memberships: dict[str, list[Membership]] = {}
         self._consents: dict[str, list[Consent]] = {}
+        self._lists: list[ListMeta] = list(lists)
         for number, membership in memberships:
             self.add_membership(number, membership)
         for consent in consents:
@@ -41,6 +43,12 @@ class MemoryFacts:
     def consents(self, number: str) -> Sequence[Consent]:
         return self._consents.get(number, ())
 
+    def add_list(self, info: ListMeta) -> None:
+        self._lists.append(info)
+
+    def lists(self) -> Sequence[ListMeta]:
+        return self._lists
+
 
 EMPTY_FACTS = MemoryFacts()
 
@@ -57,4 +65,7 @@ class UnavailableFacts:
         raise StoreError(self.why)
 
     def consents(self, number: str) -> Sequence[Consent]:
+        raise StoreError(self.why)
+
+    def lists(self) -> Sequence[ListMeta]:
         raise StoreError(self.why)

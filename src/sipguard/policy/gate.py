@@ -13,31 +13,51 @@ On the wire (CONTRACT §4):
 
 A re-sent INVITE after a 401/407 challenge (same Call-ID, From tag and number, RFC 3261
 §22.2) gets the first decision again: it is the same call, decided and counted once.
+
+Frequency caps: the gate keeps the `AttemptCounter` (`self.counter`; the app rebuilds it
+from the store at start with `attempt_counter`) and records every call it lets through
+(allowed or flagged) that a cap may count; the counter ignores a Call-ID it has seen.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 from sipguard.config import Config
 from sipguard.errors import ConfigError
+from sipguard.policy.caps import AttemptCounter, AttemptRecord, required_horizon
 from sipguard.policy.engine import RULES, Rule, decide
 from sipguard.policy.model import Action, Attempt, Decision, DecisionRecord, Facts, Reason, Step
 from sipguard.policy.numbers import Numbers, uri_number
+from sipguard.policy.rule_steps import all_caps, prepared_for, worth_counting
 from sipguard.sip.message import Header, Request, encode
 from sipguard.sip.peer import Peer
 from sipguard.sip.verdict import Allow, Block, Verdict
 
 Emit = Callable[[DecisionRecord], None]
 
-# Safe defaults for settings the lead's config does not have yet (see H2-requests.md).
-DEFAULT_RETRY_AFTER = 30  # seconds, the 503's Retry-After
-DEFAULT_REUSE_SECONDS = 60.0  # how long a decision waits for the re-sent INVITE
-DEFAULT_REUSE_ENTRIES = 65536  # bound on remembered decisions
+
+
+def attempt_counter(
+    config: Config, records: Iterable[AttemptRecord] = (), now: datetime | None = None
+) -> AttemptCounter:
+    """A counter whose horizon covers every cap this config may apply, filled with the
+    stored `records` that a cap may count (at start: the attempts table's last days)."""
+    horizon = required_horizon(all_caps(config.campaigns, config.policy))
+    counter = AttemptCounter(horizon)
+    when = now or datetime.now(UTC)
+    oldest = when - horizon
+    for r in records:
+        if r.at >= oldest and worth_counting(
+            prepared_for(config.campaign(r.campaign), config.policy, r.campaign), r.number, True
+        ):
+            counter.record(r.number, r.campaign, r.call_id, r.at)
+    return counter
 
 
 class DecisionIds:
@@ -73,6 +93,7 @@ class Gate:
         *,
         perf_clock: Callable[[], float] = time.perf_counter,
         rules: Sequence[Rule] = RULES,
+        counter: AttemptCounter | None = None,
     ) -> None:
         self.config = config
         self.facts = facts  # the app may swap in a reloaded index
@@ -80,6 +101,7 @@ class Gate:
         self.wall_clock = wall_clock
         self.perf_clock = perf_clock
         self.rules = tuple(rules)
+        self.counter = counter if counter is not None else attempt_counter(config)
         policy = config.policy
         self.policy = policy
         try:
@@ -95,9 +117,9 @@ class Gate:
         self._tag_colon = len(self._tag_prefix) - 2
         self._tags: dict[tuple[Action, Reason], bytes] = {}
         self._warn_host = config.sip.advertised_host or self.node
-        self._retry_after = int(getattr(policy, "retry_after", DEFAULT_RETRY_AFTER))
-        self._reuse_seconds = float(getattr(policy, "reuse_seconds", DEFAULT_REUSE_SECONDS))
-        self._reuse_entries = int(getattr(policy, "reuse_entries", DEFAULT_REUSE_ENTRIES))
+        self._retry_after = policy.retry_after
+        self._reuse_seconds = policy.reuse_seconds
+        self._reuse_entries = policy.reuse_entries
         self._recent: OrderedDict[tuple[str, str, str], tuple[float, Verdict]] = OrderedDict()
         self._blocks: dict[Reason, Block] = {}
 
@@ -118,8 +140,10 @@ class Gate:
         wall = self.wall_clock()
         ts = datetime.fromtimestamp(wall, UTC)
         decision = self._decide(attempt, ts)
+        if decision.action is not Action.BLOCK and attempt.callee is not None:
+            self.count(attempt, ts)
         decision_id = self.ids.next(wall)
-        verdict = self.verdict(decision, decision_id)
+        verdict = self.verdict(decision, decision_id, ts)
         self._remember(key, now, verdict)
         latency_us = int((self.perf_clock() - started) * 1_000_000)
         record = DecisionRecord(
@@ -132,10 +156,26 @@ class Gate:
             self.emit_failures += 1
         return verdict
 
+    def count(self, attempt: Attempt, at: datetime) -> None:
+        """Remember a call that went through, for the frequency caps (once per Call-ID)."""
+        callee = attempt.callee
+        if callee is None:
+            return
+        campaign = self.config.campaign(attempt.campaign)
+        prep = prepared_for(campaign, self.policy, attempt.campaign)
+        try:
+            has_address = any(c.location_region or c.location_zone
+                              for c in self.facts.consents(callee))
+        except Exception:  # the store is down: count it anyway (stricter)
+            has_address = True
+        if worth_counting(prep, callee, has_address):
+            self.counter.record(callee, attempt.campaign, attempt.call_id, at)
+
     def _decide(self, attempt: Attempt, now: datetime) -> Decision:
         campaign = self.config.campaign(attempt.campaign)
         try:
-            return decide(attempt, self.facts, campaign, self.policy, now, self.rules)
+            return decide(attempt, self.facts, campaign, self.policy, now, self.rules,
+                          self.counter)
         except Exception as exc:  # a broken index must not crash the proxy: fail as a store
             action = Action.BLOCK if self.policy.on_store_error == "reject" else Action.FLAG
             if self.policy.mode == "monitor":
@@ -145,9 +185,13 @@ class Gate:
 
     # -- wire form -------------------------------------------------------------------------
 
-    def verdict(self, decision: Decision, decision_id: str) -> Verdict:
+    def verdict(self, decision: Decision, decision_id: str, now: datetime | None = None) -> (
+        Verdict
+    ):
         """What the proxy core does with the INVITE for this decision (CONTRACT §4)."""
         if decision.action is Action.BLOCK:
+            if decision.opens_at is not None and now is not None:
+                return self._retry_later(decision.reason, decision.opens_at, now)
             block = self._blocks.get(decision.reason)
             if block is None:
                 block = self._blocks[decision.reason] = self._block(decision.reason)
@@ -173,6 +217,16 @@ class Gate:
             Header.make("Reason", f'SIP;cause={code};text="{reason.value}"'),
             Header.make("Warning", f'399 {self._warn_host} "{reason.value}"'),
         ))
+
+    def _retry_later(self, reason: Reason, opens_at: datetime, now: datetime) -> Block:
+        """A call outside its calling window: the block response also says, in a
+        Retry-After (RFC 3261 §20.33 allows it on 603), when the window opens; a dialer
+        that honours it reschedules instead of retrying at once."""
+        block = self._blocks.get(reason) or self._block(reason)
+        seconds = max(0, math.ceil((opens_at - now).total_seconds()))
+        opens = opens_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        retry = Header.make("Retry-After", f"{seconds} (calling window opens {opens})")
+        return Block(block.status, block.reason, (retry, *block.headers))
 
     # -- the re-sent INVITE after a challenge ----------------------------------------------
 

@@ -204,6 +204,42 @@ def locate(e164: str) -> Location:
     return Location(country, regions, tuple(sorted(zones)), source)
 
 
+# NANP numbers: phonenumbers' geocoding and zone data for country code 1 never look past
+# NPA-NXX (7 digits with the country code; tests/rules/test_rules_engine.py checks it
+# against the installed phonenumbers), the number types (toll-free, personal) are decided
+# by the NPA and the override table by the NPA: every number of an exchange has the same
+# Location. A dialer calls millions of numbers in a few thousand exchanges, so the cache
+# below is keyed by '+1NPANXX' and Locations are interned (the engine keys its per-minute
+# calling-window cache by their identity).
+NANP_KEY = 8  # len("+1NPANXX")
+_EXCHANGES: dict[str, Location] = {}
+_EXCHANGES_LIMIT = 1 << 20  # every NANP exchange fits
+_INTERNED: dict[Location, Location] = {}
+
+
+def intern_location(location: Location) -> Location:
+    """One object per distinct Location (there are a few hundred)."""
+    return _INTERNED.setdefault(location, location)
+
+
+def locate_fast(e164: str) -> Location:
+    """`locate`, for the call path: by exchange for NANP numbers, interned."""
+    if len(e164) == 12 and e164[1] == "1":
+        key = e164[:NANP_KEY]
+        found = _EXCHANGES.get(key)
+        if found is None:
+            if len(_EXCHANGES) >= _EXCHANGES_LIMIT:
+                _EXCHANGES.clear()
+            found = _EXCHANGES[key] = intern_location(locate(e164))
+        return found
+    return _locate_other(e164)
+
+
+@lru_cache(maxsize=65536)
+def _locate_other(e164: str) -> Location:
+    return intern_location(locate(e164))
+
+
 def location_of(region: str | None, zone: str | None, country: str = "") -> Location | None:
     """A known address (e.g. a consent record's state and/or zone) as a Location."""
     if not region and not zone:

@@ -79,7 +79,10 @@ class Membership:
     list_name: str
     kind: ListKind
     jurisdiction: str | None  # e.g. "US-FL"
-    listed_at: datetime | None  # when this number was added (opt-out time for internal lists)
+    # When this number was added: the opt-out time for internal lists; for kind
+    # `reassigned`, the number's disconnection date (FCC RND / carrier file), which
+    # `consent_rules.reassigned_at` reads (unknown -> refreshed_at -> now: stricter).
+    listed_at: datetime | None
     refreshed_at: datetime | None  # when the whole list was last refreshed
 
 
@@ -96,6 +99,34 @@ class Consent:
     revoked_at: datetime | None
     revoke_source: str | None
     source: str  # the proof: form id, recording reference, IP, wording version
+    # The subscriber's known address, when the consent recorded one: its calling window
+    # and state caps apply as well as those of the number (issue 5).
+    location_region: str | None = None  # ISO 3166-2, e.g. "US-FL"
+    location_zone: str | None = None  # IANA zone, e.g. "America/Chicago"
+
+
+class ListMeta(Protocol):
+    """What the rules read about a list (its freshness): the store's own row type and
+    `ListInfo` below both have it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> ListKind: ...
+    @property
+    def jurisdiction(self) -> str | None: ...
+    @property
+    def refreshed_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListInfo:
+    """A list as the rules see it (for `Facts` implementations without a store)."""
+
+    name: str
+    kind: ListKind
+    jurisdiction: str | None  # "US", "GB", "AU", "CA" for national lists; "US-FL" for state
+    refreshed_at: datetime | None
 
 
 class Facts(Protocol):
@@ -108,6 +139,10 @@ class Facts(Protocol):
     def memberships(self, number: str) -> Sequence[Membership]: ...
 
     def consents(self, number: str) -> Sequence[Consent]: ...
+
+    def lists(self) -> Sequence[ListMeta]:
+        """Every list the store holds, also those the number is not on (freshness)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

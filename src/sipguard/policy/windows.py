@@ -340,36 +340,71 @@ def check_calling_window(
 ) -> RuleResult:
     """Pass when `now` is inside every applicable window; else block
     `outside-calling-window` with `opens_at` (aware UTC; None if not within 21 days)."""
-    require_aware(now)
     narrow = campaign_rule(campaign, campaign_hours) if campaign_hours is not None else None
+    state = window_state(
+        (number, *known_addresses), now, purpose=purpose, campaign_hours=narrow,
+        extra_holidays=extra_holidays, table=table,
+    )
+    return state.at(now)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """The calling-window answer for one UTC minute of wall time.
+
+    Every interval starts and ends on a whole local minute and zone offsets are whole
+    minutes, so whether each check is open cannot change within a UTC minute, nor can the
+    next opening of a closed minute (it lies past the minute's end): the engine keeps one
+    WindowState per (location, campaign) and minute and only formats the detail per call.
+    """
+
+    result: RuleResult | None  # pass (or unknown-zone block): the same for the whole minute
+    closed: tuple[Check, ...] = ()
+    opens: datetime | None = None
+    note: str = ""
+
+    def at(self, now: datetime) -> RuleResult:
+        if self.result is not None:
+            return self.result
+        when = f"; opens {self.opens.isoformat()}" if self.opens else "; no opening within 21 days"
+        detail = _closed_detail(self.closed, now) + when + self.note
+        return blocked(RULE, Reason.OUTSIDE_CALLING_WINDOW, detail, self.opens)
+
+
+def window_state(
+    located: Sequence[Location],
+    now: datetime,
+    *,
+    purpose: str = "telemarketing",
+    campaign_hours: WindowRule | None = None,
+    extra_holidays: Mapping[str, Mapping[date, str]] | None = None,
+    table: WindowTable | None = None,
+) -> WindowState:
+    """Evaluate the windows of every location in `located` (the number's first) at `now`."""
+    require_aware(now)
     checks, notes = build_checks(
-        (number, *known_addresses),
-        purpose,
-        now,
-        campaign_hours=narrow,
-        extra_holidays=extra_holidays,
-        table=table,
+        located, purpose, now, campaign_hours=campaign_hours,
+        extra_holidays=extra_holidays, table=table,
     )
     unknown = [n for n in notes if n.startswith("unknown-zone")]
     if unknown:
-        return blocked(RULE, Reason.OUTSIDE_CALLING_WINDOW, "; ".join(unknown))
+        return WindowState(blocked(RULE, Reason.OUTSIDE_CALLING_WINDOW, "; ".join(unknown)))
     if not checks:
-        return passed(RULE, f"no calling window applies to {number.country or 'this number'}")
-    closed = [c for c in checks if not c.is_open(now)]
+        country = located[0].country if located else ""
+        return WindowState(
+            passed(RULE, f"no calling window applies to {country or 'this number'}")
+        )
+    closed = tuple(c for c in checks if not c.is_open(now))
     note = ("; " + "; ".join(notes)) if notes else ""
     if not closed:
         ids = sorted({c.rule.id for c in checks})
         zones = sorted({c.zone for c in checks})
-        return passed(RULE, f"inside {', '.join(ids)} in {', '.join(zones)}{note}")
-    opens = next_opening(checks, now)
-    when = f"; opens {opens.isoformat()}" if opens else "; no opening within 21 days"
-    return blocked(
-        RULE, Reason.OUTSIDE_CALLING_WINDOW, _closed_detail(closed, now) + when + note, opens
-    )
+        return WindowState(passed(RULE, f"inside {', '.join(ids)} in {', '.join(zones)}{note}"))
+    return WindowState(None, closed, next_opening(checks, now), note)
 
 
 def _closed_detail(closed: Sequence[Check], now: datetime) -> str:
-    """'us-fl closed at 20:00:00 CST (America/Chicago), ...: mon-sun 08:00-20:00 [source]'."""
+    """'us-fl closed at 20:00 CST (America/Chicago), ...: mon-sun 08:00-20:00 [source]'."""
     by_rule: dict[str, list[Check]] = {}
     for check in closed:
         by_rule.setdefault(check.rule.id, []).append(check)
@@ -380,7 +415,7 @@ def _closed_detail(closed: Sequence[Check], now: datetime) -> str:
         for check in checks:
             local = now.astimezone(zone_info(check.zone))
             holiday = check.holiday(local.date())
-            label = f"{local:%a %Y-%m-%d %H:%M:%S %Z} {check.zone}"
+            label = f"{local:%a %Y-%m-%d %H:%M %Z} {check.zone}"  # the minute decides
             where.append(f"{label} ({holiday})" if holiday else label)
         parts.append(
             f"{rule_id} closed at {', '.join(where)}: {rule.hours.describe()} [{rule.source}]"

@@ -363,6 +363,8 @@ class Store:
         *,
         granted_at: datetime | None = None,
         expires_at: datetime | None = None,
+        location_region: str | None = None,
+        location_zone: str | None = None,
     ) -> Consent:
         if number_key(number) is None:
             raise StoreError(f"{number!r} is not an E.164 number")
@@ -372,14 +374,16 @@ class Store:
         async with self.transaction():
             consent_id = await self.run(
                 "INSERT INTO consents (number, campaign, type, granted_at, expires_at, source,"
-                " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " recorded_at, location_region, location_zone) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     number, campaign, type.value, time_text(granted),
                     time_text(expires_at) if expires_at else None, source, time_text(utcnow()),
+                    location_region, location_zone,
                 ),
             )
             await self._changed("consent", consent_id)
-        return Consent(consent_id, number, campaign, type, granted, expires_at, None, None, source)
+        return Consent(consent_id, number, campaign, type, granted, expires_at, None, None, source,
+                       location_region, location_zone)
 
     async def revoke_consent(
         self, number: str, campaign: str | None, source: str, *, at: datetime | None = None

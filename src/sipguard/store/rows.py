@@ -14,7 +14,8 @@ LIST_COLUMNS = (
 )
 LIST_QUERY = f"SELECT {LIST_COLUMNS} FROM lists l LEFT JOIN generations g ON g.id = l.generation"
 CONSENT_COLUMNS = (
-    "id, number, campaign, type, granted_at, expires_at, revoked_at, revoke_source, source"
+    "id, number, campaign, type, granted_at, expires_at, revoked_at, revoke_source, source, "
+    "location_region, location_zone"
 )
 ENTRY_COLUMNS = "id, list_id, number, op, at, source"
 
@@ -52,4 +53,6 @@ def consent_row(row: sqlite3.Row) -> Consent:
         revoked_at=text_time(row[6]),
         revoke_source=row[7],
         source=str(row[8]),
+        location_region=row[9],
+        location_zone=row[10],
     )

@@ -109,6 +109,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX decisions_by_time ON decisions (ts);
     """,
+    # 2: a consent may record the subscriber's known address (issue 5: its calling window
+    # and state caps apply as well as the number's)
+    """
+    ALTER TABLE consents ADD COLUMN location_region TEXT;
+    ALTER TABLE consents ADD COLUMN location_zone TEXT
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -1,0 +1,71 @@
+"""What `serve` does for the compliance rules besides deciding (issue 5), as asyncio edges.
+
+* At start, the frequency-cap counter is rebuilt from the store's `attempts` table over the
+  longest period any cap of the config may count (attempts survive a restart).
+* Every minute the counter forgets attempts older than that.
+* At start and every hour, each national DNC list older than its safe-harbor limit is
+  logged as a warning (`dnc.list_stale`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from sipguard.config import Config
+from sipguard.policy.caps import AttemptCounter, AttemptRecord, required_horizon
+from sipguard.policy.freshness import stale_lists
+from sipguard.policy.gate import attempt_counter
+from sipguard.policy.model import Facts
+from sipguard.policy.rule_steps import all_caps
+from sipguard.store.db import Store
+from sipguard.store.writer import attempts_since
+
+PRUNE_EVERY = 60.0  # seconds
+STALE_EVERY = 3600.0
+
+
+async def load_counter(store: Store, config: Config, now: datetime | None = None) -> (
+    AttemptCounter
+):
+    """The counter as the stored attempts leave it (at most the caps' longest period back)."""
+    when = now or datetime.now(UTC)
+    horizon = required_horizon(all_caps(config.campaigns, config.policy))
+    rows = await attempts_since(store, when - horizon)
+    records = (AttemptRecord(r.number, r.campaign, r.call_id, r.at) for r in rows)
+    return attempt_counter(config, records, when)
+
+
+def warn_stale_lists(facts: Facts, config: Config, log: Any, now: datetime | None = None) -> int:
+    """Log one `dnc.list_stale` warning per stale national list; returns how many."""
+    found = stale_lists(facts.lists(), now or datetime.now(UTC), config.policy.default_region)
+    for f in found:
+        log.warning(
+            "dnc.list_stale",
+            list=f.list_name,
+            jurisdiction=f.jurisdiction,
+            age_days=None if f.age is None else f.age.days,
+            limit_days=f.limit.max_age.days,
+            source=f.limit.source,
+            stale_list=config.policy.stale_list,
+        )
+    return len(found)
+
+
+async def run_housekeeping(counter: AttemptCounter, facts: Facts, config: Config, log: Any) -> (
+    None
+):
+    """Prune the counter every minute and warn about stale lists every hour, until cancelled
+    (the warning at start is the caller's: it comes before `sipguard.ready`)."""
+    since_warning = 0.0
+    while True:
+        await asyncio.sleep(PRUNE_EVERY)
+        counter.prune(datetime.now(UTC))
+        since_warning += PRUNE_EVERY
+        if since_warning >= STALE_EVERY:
+            since_warning = 0.0
+            try:
+                warn_stale_lists(facts, config, log)
+            except Exception as exc:  # a store problem is reported by the store watch
+                log.warning("dnc.list_check_failed", detail=str(exc))

@@ -1,0 +1,152 @@
+"""The pieces a decision pipeline is made of: the `Context` rules read, a rule's `Outcome`,
+the `Rule` entry, and the shared (made-once) trail steps.
+
+`engine.py` puts the rules of issues 3 and 5 in order and runs them; `rule_steps.py` adapts
+the compliance rule modules (windows, caps, consent semantics, caller ID, freshness) to
+this shape. Both import from here, so neither imports the other's internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, NamedTuple
+
+from sipguard.config import CampaignConfig, PolicyConfig
+from sipguard.policy.model import (
+    Action,
+    Attempt,
+    Consent,
+    ConsentType,
+    Facts,
+    ListKind,
+    Membership,
+    Reason,
+    Step,
+)
+
+if TYPE_CHECKING:
+    from sipguard.policy.caps import AttemptCounter
+    from sipguard.policy.consent_rules import ConsentScreen
+    from sipguard.policy.geo import Location
+    from sipguard.policy.rule_steps import Prepared
+
+
+class Context:
+    """What the rules read; facts are fetched once, on first use (emergency calls need none).
+
+    The compliance rules add lazily computed slots: where the number rings (`location`),
+    the known addresses of its consent records (`addresses`), its consents screened for
+    this call (`screen`), and the campaign's pre-parsed settings (`prepared`). They are
+    filled by `rule_steps` on first use.
+    """
+
+    __slots__ = ("_consents", "_memberships", "addresses", "attempt", "campaign", "consent",
+                 "counter", "facts", "location", "minute", "now", "policy", "prepared", "screen")
+
+    def __init__(
+        self,
+        attempt: Attempt,
+        facts: Facts,
+        campaign: CampaignConfig,
+        policy: PolicyConfig,
+        now: datetime,
+        counter: AttemptCounter | None = None,
+    ) -> None:
+        self.attempt = attempt
+        self.facts = facts
+        self.campaign = campaign
+        self.policy = policy
+        self.now = now
+        self.counter = counter  # allowed attempts per number (frequency caps); None = none kept
+        self.consent: Consent | None = None  # set by a rule that let a consent apply
+        self._memberships: Sequence[Membership] | None = None
+        self._consents: Sequence[Consent] | None = None
+        self.location: Location | None = None
+        self.addresses: tuple[Location, ...] | None = None
+        self.screen: ConsentScreen | None = None
+        self.prepared: Prepared | None = None
+        self.minute: int | None = None
+
+    @property
+    def memberships(self) -> Sequence[Membership]:
+        if self._memberships is None:
+            self._memberships = self.facts.memberships(self.attempt.callee or "")
+        return self._memberships
+
+    @property
+    def consents(self) -> Sequence[Consent]:
+        if self._consents is None:
+            self._consents = self.facts.consents(self.attempt.callee or "")
+        return self._consents
+
+    def applies(self, m: Membership) -> bool:
+        """Internal opt-outs bind the whole company (47 CFR 64.1200(d)(3)); other lists
+        count when the campaign names them, by list name or by kind."""
+        kind = m.kind
+        if kind is ListKind.INTERNAL:
+            return True
+        lists = self.campaign.lists
+        return kind in lists or m.list_name in lists
+
+    def active_consent(self, types: frozenset[ConsentType], after: datetime | None = None) -> (
+        Consent | None
+    ):
+        """The newest consent of `types` for this campaign ('*' = all) active now (issue 3's
+        reading, without EBR terms, revocation scope or reassignment: see `rule_steps`)."""
+        best: Consent | None = None
+        campaign, now = self.attempt.campaign, self.now
+        for c in self.consents:
+            if (
+                c.type in types
+                and c.campaign in (campaign, "*")
+                and c.granted_at <= now
+                and (c.revoked_at is None or c.revoked_at > now)
+                and (c.expires_at is None or now < c.expires_at)
+                and (after is None or c.granted_at > after)
+                and (best is None or c.granted_at > best.granted_at)
+            ):
+                best = c
+        return best
+
+
+class Outcome(NamedTuple):
+    """A rule's final word: the pipeline stops here (a tuple: made on every block)."""
+
+    action: Action  # ALLOW or BLOCK (monitor mode turns BLOCK into FLAG later)
+    reason: Reason
+    detail: str = ""
+    dynamic: bool = False  # the detail varies per call (dates, ids): never shared
+    opens_at: datetime | None = None  # outside-calling-window: when the window opens next
+
+
+RuleFn = Callable[[Context], "Step | Outcome"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    check: RuleFn
+    source: str  # the law, regulation or contract the rule carries out
+
+
+# Decisions are immutable values, and most calls take one of a few paths (nothing found;
+# on the national list; ...). Steps and Decisions of those paths are made once and shared:
+# building frozen dataclasses is a large part of a decision's cost. Both tables only grow,
+# up to a bound, so an id() in them always names the same live object.
+SHARED_LIMIT = 4096
+_STEPS: dict[tuple[str, str, str], Step] = {}
+SHARED_IDS: set[int] = set()
+
+
+def shared_step(rule: str, outcome: str, detail: str = "") -> Step:
+    """A Step made once per (rule, outcome, detail), while the table has room."""
+    key = (rule, outcome, detail)
+    step = _STEPS.get(key)
+    if step is None:
+        step = Step(rule, outcome, detail)
+        if len(_STEPS) < SHARED_LIMIT:
+            _STEPS[key] = step
+            SHARED_IDS.add(id(step))
+    return step

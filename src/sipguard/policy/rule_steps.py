@@ -1,0 +1,453 @@
+"""The issue-5 compliance rules as pipeline steps: adapters from the pure rule modules
+(`windows`, `caps`, `consent_rules`, `freshness`) to `Rule`s of the engine.
+
+Each adapter turns a `RuleResult` into a trail `Step` (the pipeline goes on) or an
+`Outcome` (it stops). What does not change from call to call is computed once:
+
+* `Prepared`: a campaign's settings parsed once per (campaign config, policy, campaign
+  name): its own hours, caller IDs in E.164, configured caps, declared holidays;
+* where a number rings: `geo.locate_fast` (by NANP exchange, interned Locations);
+* the calling window: one `windows.WindowState` per (campaign, location, known addresses)
+  and UTC minute (the answer cannot change within a minute); only a blocked call formats
+  its own detail, and the next-opening search runs once per minute for a closed location;
+* frequency caps: a number never called within the counter's horizon passes at once;
+* list freshness: evaluated once per minute and list catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sipguard.config import CampaignConfig, PolicyConfig
+from sipguard.policy import caps as caps_mod
+from sipguard.policy import consent_rules as cr
+from sipguard.policy import freshness, geo, windows
+from sipguard.policy.model import Action, ConsentType, ListKind, ListMeta, Reason, Step
+from sipguard.policy.pipeline import Context, Outcome, shared_step
+from sipguard.policy.rules_data import RuleResult
+
+# Consent types that are a person's affirmative "yes" (47 CFR 64.1200(f)(9) prior express
+# written consent; prior express consent per the FCC's 1992 TCPA Order ¶31; GDPR Art. 4(11)).
+# An established business relationship is not consent: it never overrides an opt-out
+# (47 CFR 64.1200(f)(5)(i): a seller-specific do-not-call request terminates the EBR).
+AFFIRMATIVE = frozenset(
+    {ConsentType.EXPRESS, ConsentType.EXPRESS_WRITTEN, ConsentType.GDPR_CONSENT}
+)
+_EMPTY_SCREEN = cr.ConsentScreen((), ())
+
+
+# -- per-campaign settings, parsed once ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Prepared:
+    """A campaign's rule settings, parsed once (compared by identity)."""
+
+    campaign: str
+    purpose: str
+    hours: windows.WindowRule | None  # the campaign's own narrower hours
+    caller_ids: frozenset[str]
+    caps: tuple[caps_mod.Cap, ...]  # configured: [policy] caps and the campaign's
+    zero_cap: bool  # a configured cap allows no call at all
+    extra_holidays: Mapping[str, Mapping[date, str]]
+    autodialed: bool
+
+
+def prepare(campaign: CampaignConfig, policy: PolicyConfig, name: str) -> Prepared:
+    """Parse a campaign's settings (config validation already proved they parse)."""
+    hours = None
+    if campaign.window:
+        week = windows.WeekHours.parse(campaign.window, f"campaigns.{name}.window")
+        hours = windows.campaign_rule(name, week)
+    caller_ids = cr.normalise_caller_ids(campaign.allowed_caller_ids, policy.default_region)
+    configured = (
+        *(caps_mod.configured_cap(c.max_calls, c.period, c.scope) for c in policy.caps),
+        *(caps_mod.configured_cap(c.max_calls, c.period, c.scope, campaign=name)
+          for c in campaign.caps),
+    )
+    holidays = {
+        region: {date.fromisoformat(d): "declared holiday (policy.extra_holidays)" for d in days}
+        for region, days in policy.extra_holidays.items()
+    }
+    return Prepared(
+        campaign=name,
+        purpose=campaign.purpose,
+        hours=hours,
+        caller_ids=caller_ids,
+        caps=configured,
+        zero_cap=any(c.max_calls == 0 for c in configured),
+        extra_holidays=holidays,
+        autodialed=campaign.autodialed,
+    )
+
+
+_PREPARED: dict[tuple[int, int, str], tuple[CampaignConfig, PolicyConfig, Prepared]] = {}
+
+
+def prepared_for(campaign: CampaignConfig, policy: PolicyConfig, name: str) -> Prepared:
+    """`prepare`, made once per (campaign config, policy) identity and campaign name."""
+    key = (id(campaign), id(policy), name)
+    entry = _PREPARED.get(key)
+    if entry is None or entry[0] is not campaign or entry[1] is not policy:
+        if len(_PREPARED) > 1024:  # campaign names come off the wire: keep the table bounded
+            _PREPARED.clear()
+        entry = _PREPARED[key] = (campaign, policy, prepare(campaign, policy, name))
+    return entry[2]
+
+
+_last: tuple[CampaignConfig | None, PolicyConfig | None, str, Prepared | None] = (
+    None, None, "", None
+)
+
+
+def prepared(ctx: Context) -> Prepared:
+    global _last  # noqa: PLW0603 (one-entry memo: most calls are of the same campaign)
+    found = ctx.prepared
+    if found is None:
+        campaign, policy, name = ctx.campaign, ctx.policy, ctx.attempt.campaign
+        last = _last
+        if last[0] is campaign and last[1] is policy and last[2] == name and last[3]:
+            found = last[3]
+        else:
+            found = prepared_for(campaign, policy, name)
+            _last = (campaign, policy, name, found)
+        ctx.prepared = found
+    return found
+
+
+def minute(ctx: Context) -> int:
+    """The UTC minute of `now` (the calling-window and freshness caches are per minute)."""
+    found = ctx.minute
+    if found is None:
+        found = ctx.minute = int(ctx.now.timestamp()) // 60
+    return found
+
+
+def all_caps(config_campaigns: Mapping[str, CampaignConfig], policy: PolicyConfig) -> (
+    tuple[caps_mod.Cap, ...]
+):
+    """Every cap that may apply to a campaign of this config (shipped caps whose purposes
+    some campaign has, and the configured ones): the counter keeps their longest period."""
+    purposes = {c.purpose for c in config_campaigns.values()}
+    out = [
+        c for c in caps_mod.shipped_caps()
+        if "*" in c.purposes or c.purposes & purposes
+    ]
+    out += [caps_mod.configured_cap(c.max_calls, c.period, c.scope) for c in policy.caps]
+    for name, campaign in config_campaigns.items():
+        out += [caps_mod.configured_cap(c.max_calls, c.period, c.scope, campaign=name)
+                for c in campaign.caps]
+    return tuple(out)
+
+
+_RELEVANT: dict[tuple[int, int], tuple[Prepared, bool]] = {}
+
+
+def worth_counting(prep: Prepared, number: str, has_address: bool) -> bool:
+    """Whether an allowed call to `number` may ever count against a cap of this campaign
+    (the counter keeps only those: a day of every call would cost memory for nothing).
+    Configured caps count every call; shipped ones the calls located where they apply, or
+    anywhere when the number's state is unknown or a consent names an address."""
+    if prep.caps or has_address:
+        return True
+    loc = geo.locate_fast(number)
+    key = (id(prep), id(loc))
+    entry = _RELEVANT.get(key)
+    if entry is None or entry[0] is not prep:
+        unknown_state = loc.country == "US" and not loc.regions
+        relevant = any(
+            ("*" in c.purposes or prep.purpose in c.purposes)
+            and (c.region is None or unknown_state or c.region in loc.regions)
+            for c in caps_mod.shipped_caps()
+        )
+        if len(_RELEVANT) > 65536:
+            _RELEVANT.clear()
+        entry = _RELEVANT[key] = (prep, relevant)
+    return entry[1]
+
+
+# -- lazily computed facts of one call ----------------------------------------------------
+
+
+def location(ctx: Context) -> geo.Location:
+    found = ctx.location
+    if found is None:
+        found = ctx.location = geo.locate_fast(ctx.attempt.callee or "")
+    return found
+
+
+def addresses(ctx: Context) -> tuple[geo.Location, ...]:
+    """Known addresses of the number's consent records (every one: stricter)."""
+    found = ctx.addresses
+    if found is None:
+        out: list[geo.Location] = []
+        consents = ctx.consents
+        if consents:
+            country = location(ctx).country
+            for c in consents:
+                loc = geo.location_of(c.location_region, c.location_zone, country=country)
+                if loc is not None and loc not in out:
+                    out.append(geo.intern_location(loc))
+        found = ctx.addresses = tuple(out)
+    return found
+
+
+def screen(ctx: Context) -> cr.ConsentScreen:
+    found = ctx.screen
+    if found is None:
+        consents = ctx.consents
+        if not consents:
+            found = _EMPTY_SCREEN
+        else:
+            memberships = ctx.memberships
+            found = cr.screen_consents(
+                consents, ctx.attempt.campaign, ctx.now,
+                country=location(ctx).country or ctx.policy.default_region,
+                revoke_scope=ctx.policy.revoke_scope,
+                disconnected_at=cr.reassigned_at(memberships, ctx.now) if memberships else None,
+            )
+        ctx.screen = found
+    return found
+
+
+def outcome(r: RuleResult) -> Step | Outcome:
+    """A rule module's result as a pipeline step: a block stops, anything else goes on."""
+    if r.blocked:
+        assert r.reason is not None
+        return Outcome(Action.BLOCK, r.reason, r.step.detail, dynamic=True, opens_at=r.opens_at)
+    return shared_step(r.step.rule, r.step.outcome, r.step.detail)
+
+
+# -- caller ID (16 CFR 310.4(a)(8)) -------------------------------------------------------
+
+
+def caller_id(ctx: Context) -> Step | Outcome:
+    allowed = prepared(ctx).caller_ids
+    if not allowed:
+        return _CALLER_SKIP
+    return outcome(cr.check_caller_id(ctx.attempt.caller, allowed))
+
+
+_CALLER_SKIP = shared_step("caller-id", "skip", "campaign lists no caller IDs")
+
+
+# -- calling window (data/calling_windows.toml) -------------------------------------------
+
+_WINDOW_LIMIT = 65536
+_window_minute = -1
+_WINDOWS: dict[tuple[int, int, tuple[geo.Location, ...]], tuple[Prepared, Step | Outcome]] = {}
+
+
+def calling_window(ctx: Context) -> Step | Outcome:
+    global _window_minute  # noqa: PLW0603 (a per-minute cache is module state by design)
+    prep = ctx.prepared or prepared(ctx)
+    loc = ctx.location or location(ctx)
+    known = addresses(ctx) if ctx.consents else ()
+    this_minute = ctx.minute or minute(ctx)
+    if this_minute != _window_minute or len(_WINDOWS) >= _WINDOW_LIMIT:
+        _WINDOWS.clear()
+        _window_minute = this_minute
+    key = (id(prep), id(loc), known)  # Locations are interned; prep is kept in the entry
+    entry = _WINDOWS.get(key)
+    if entry is None or entry[0] is not prep:
+        now = ctx.now
+        state = windows.window_state(
+            (loc, *known), now, purpose=prep.purpose, campaign_hours=prep.hours,
+            extra_holidays=prep.extra_holidays,
+        )
+        # the whole minute gets the same answer, its detail read at the minute's start
+        result = outcome(state.at(now.replace(second=0, microsecond=0)))
+        entry = _WINDOWS[key] = (prep, result)
+    return entry[1]
+
+
+# -- internal do-not-call (47 CFR 64.1200(d)(3); 16 CFR 310.4(b)(1)(iii)(A)) -------------
+
+
+def _ts(value: datetime | None) -> str:
+    return value.isoformat() if value else "unknown"
+
+
+def internal_dnc(ctx: Context) -> Step | Outcome:
+    """A seller honours a person's request not to be called. A consent given after the
+    opt-out overrides it (issue 3); an EBR never does, and neither does a consent voided by
+    a revocation, its term or a reassignment (the screened consents)."""
+    memberships = ctx.memberships
+    if not memberships:
+        return _INTERNAL_PASS
+    hits = [m for m in memberships if m.kind is ListKind.INTERNAL]
+    if not hits:
+        return _INTERNAL_PASS
+    times = [m.listed_at for m in hits]
+    # An opt-out of unknown date counts as the newest: it cannot be overridden.
+    opt_out = None if any(t is None for t in times) else max(t for t in times if t is not None)
+    names = ",".join(sorted({m.list_name for m in hits}))
+    consent = screen(ctx).best(AFFIRMATIVE)
+    if consent is not None and cr.overrides_opt_out(consent, opt_out):
+        ctx.consent = consent
+        return Step(
+            "internal-dnc", "override",
+            f"{names}: opt-out {_ts(opt_out)} before consent #{consent.id} "
+            f"{_ts(consent.granted_at)}",
+        )
+    return Outcome(
+        Action.BLOCK, Reason.DNC_INTERNAL, f"{names}: opt-out {_ts(opt_out)}", dynamic=True
+    )
+
+
+_INTERNAL_PASS = shared_step("internal-dnc", "pass")
+
+
+# -- national and state registries --------------------------------------------------------
+
+
+def national_state_dnc(ctx: Context) -> Step | Outcome:
+    """47 CFR 64.1200(c)(2) and 16 CFR 310.4(b)(1)(iii)(B): no telephone solicitation to a
+    number on the National Do-Not-Call Registry, unless the person gave prior express
+    written consent to this seller (64.1200(c)(2)(ii)) or has a live established business
+    relationship with it (64.1200(f)(5), (f)(15)(ii)); state registries follow suit."""
+    national = state = None
+    for m in ctx.memberships:
+        kind = m.kind
+        if kind is ListKind.NATIONAL:
+            if national is None and ctx.applies(m):
+                national = m
+        elif kind is ListKind.STATE and state is None and ctx.applies(m):
+            state = m
+    hit = national or state
+    if hit is None:
+        return _NATIONAL_PASS
+    found = cr.dnc_override(screen(ctx))
+    if found is not None:
+        consent, reason = found
+        ctx.consent = consent
+        return Step(
+            "national-state-dnc", "override",
+            f"{hit.list_name}: {consent.type.value} consent #{consent.id} "
+            f"{_ts(consent.granted_at)} ({reason.value})",
+        )
+    where = f" ({hit.jurisdiction})" if hit.jurisdiction else ""
+    reason = Reason.DNC_NATIONAL if hit is national else Reason.DNC_STATE
+    return Outcome(Action.BLOCK, reason, hit.list_name + where)
+
+
+_NATIONAL_PASS = shared_step("national-state-dnc", "pass")
+
+
+# -- list freshness (safe harbor: 47 CFR 64.1200(c)(2)(i)(D); data/consent_rules.toml) ---
+
+_stale_key: tuple[object, ...] = ()
+_stale_detail: str | None = None
+
+
+def stale_list(ctx: Context) -> Step | Outcome:
+    """A national list the campaign checks is older than its safe-harbor limit: a trail
+    warning, or with `stale_list = "block"` a block unless a DNC override applies. The
+    catalogue is read once a minute (a refresh shows within a minute; ages are in days)."""
+    global _stale_key, _stale_detail  # noqa: PLW0603 (per-minute cache, see above)
+    policy, facts, wanted = ctx.policy, ctx.facts, ctx.campaign.lists
+    key = (minute(ctx), facts, policy, wanted)
+    if key != _stale_key:  # identity first: a tuple compare is cheap when the same objects
+        lists = facts.lists()
+        names = [i.name for i in lists if i.name in wanted or i.kind in wanted]
+        _stale_detail = _stale(names, lists, ctx.now, policy.default_region)
+        _stale_key = key
+    detail = _stale_detail
+    if detail is None:
+        return _FRESH
+    if policy.stale_list == "warn":
+        return shared_step(freshness.RULE, "pass", f"warning: {detail}")
+    if cr.dnc_override(screen(ctx)) is not None:
+        return shared_step(freshness.RULE, "skip", f"DNC override applies; {detail}")
+    return Outcome(Action.BLOCK, Reason.DNC_NATIONAL, f"stale_list = block: {detail}")
+
+
+def _stale(names: Sequence[str], lists: Sequence[ListMeta], now: datetime, region: str) -> (
+    str | None
+):
+    wanted = set(names)
+    stale = freshness.stale_lists((i for i in lists if i.name in wanted), now, region)
+    return "; ".join(f.describe() for f in stale) or None
+
+
+_FRESH = shared_step(freshness.RULE, "pass", "national lists fresh")
+
+
+# -- reassigned numbers (47 CFR 64.1200(m)) -----------------------------------------------
+
+
+def reassigned(ctx: Context) -> Step | Outcome:
+    memberships = ctx.memberships
+    if not memberships or not any(m.kind is ListKind.REASSIGNED for m in memberships):
+        return _NOT_REASSIGNED
+    return outcome(cr.check_reassigned(cr.reassigned_at(memberships, ctx.now), screen(ctx)))
+
+
+_NOT_REASSIGNED = shared_step("reassigned", "skip", "not on a reassigned-numbers list")
+
+
+# -- wireless numbers (47 U.S.C. 227(b)(1)(A)(iii); 47 CFR 64.1200(a)(1)-(2)) -------------
+
+
+def wireless(ctx: Context) -> Step | Outcome:
+    prep = prepared(ctx)
+    if not prep.autodialed:
+        return _NOT_AUTODIALED
+    callee = ctx.attempt.callee or ""
+    # phonenumbers never types a NANP number MOBILE (fixed and mobile share ranges)
+    mobile_type = ctx.policy.wireless_from_number_type and not callee.startswith("+1")
+    is_wireless = cr.is_wireless(callee, ctx.memberships, mobile_type=mobile_type)
+    return outcome(cr.check_wireless(is_wireless, True, prep.purpose, screen(ctx)))
+
+
+_NOT_AUTODIALED = shared_step("wireless", "skip", "campaign not autodialed")
+
+
+# -- campaigns that require consent -------------------------------------------------------
+
+
+def require_consent(ctx: Context) -> Step | Outcome:
+    """The campaign's own rule (`campaigns.NAME.require_consent`), e.g. for autodialled or
+    prerecorded calls that need prior express consent (47 CFR 64.1200(a)(1)-(3)) or GDPR
+    Art. 6(1)(a) processing. Why it fails is told apart: reassigned, revoked, expired, none."""
+    if not ctx.campaign.require_consent:
+        return _CONSENT_SKIP
+    consent = ctx.consent
+    if consent is None or consent.type not in AFFIRMATIVE:
+        consent = screen(ctx).best(AFFIRMATIVE)
+    if consent is not None:
+        ctx.consent = consent
+        return Step("require-consent", "pass", f"consent #{consent.id}")
+    found = screen(ctx)
+    reason = found.failure_reason()
+    if reason is Reason.NO_CONSENT and not found.void:
+        return _NO_CONSENT
+    return Outcome(Action.BLOCK, reason, found.failure_detail(), dynamic=True)
+
+
+_CONSENT_SKIP = shared_step("require-consent", "skip", "campaign does not require consent")
+_NO_CONSENT = Outcome(Action.BLOCK, Reason.NO_CONSENT, "no consent on record")
+
+
+# -- frequency caps (data/frequency_caps.toml; configured caps) ---------------------------
+
+
+def frequency_cap(ctx: Context) -> Step | Outcome:
+    counter = ctx.counter
+    if counter is None:
+        return _NO_COUNTER
+    prep = ctx.prepared or prepared(ctx)
+    callee = ctx.attempt.callee or ""
+    if callee not in counter and not prep.zero_cap:
+        return _NEVER_CALLED
+    located = (location(ctx), *addresses(ctx))
+    return outcome(caps_mod.check_caps(
+        callee, ctx.attempt.campaign, prep.purpose, located, counter, ctx.now,
+        configured=prep.caps,
+    ))
+
+
+_NO_COUNTER = shared_step("frequency-cap", "skip", "no attempt counter")
+_NEVER_CALLED = shared_step("frequency-cap", "pass", "no allowed call within the caps' periods")

@@ -1,0 +1,102 @@
+"""Issue 5 end to end through SIPp: the calling window and the frequency cap.
+
+The called number is in London (+44): no statutory window is shipped for GB, so only the
+campaign's own hours apply and the test does not depend on the hour it runs at.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from e2e.checks import assert_all_succeeded, assert_each_call_got, show
+from e2e.harness import Trunk, scenario_variant
+
+pytestmark = pytest.mark.e2e
+
+LONDON = "+442079460123"
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _expect_603(tmp_path) -> str:  # type: ignore[no-untyped-def]
+    return scenario_variant("uac_expect_403.xml", tmp_path / "scenarios",
+                            {'<recv response="403"/>': '<recv response="603"/>'})
+
+
+def _args(calls: int) -> list[str]:
+    return ["-s", LONDON, "-m", str(calls), "-r", "1", "-l", "1", "-d", "50"]
+
+
+def _decisions(gw) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    return [e for e in gw.events() if e.get("event") == "call.decision"]
+
+
+def test_outside_the_campaign_window_is_declined_with_when_it_opens(
+    start_gateway, sipp, tmp_path
+) -> None:
+    tomorrow = datetime.now(ZoneInfo("Europe/London")).date() + timedelta(days=1)
+    window = {DAYS[tomorrow.weekday()]: "10:00-11:00"}  # today is closed
+    uas = sipp("uas_basic.xml", "uas")
+    gw = start_gateway([Trunk(uas.port)], overrides={"campaigns": {"default": {"window": window}}})
+    uac = sipp(_expect_603(tmp_path), "uac", remote=gw.address, args=_args(3))
+    dialer = uac.wait(30)
+    time.sleep(0.3)
+    trunk = uas.stop()
+
+    assert_all_succeeded(dialer, 3)
+    assert_each_call_got(dialer, 603)
+    opens = datetime(tomorrow.year, tomorrow.month, tomorrow.day, 10,
+                     tzinfo=ZoneInfo("Europe/London")).astimezone(UTC)
+    for resp in dialer.received("INVITE", 603):
+        assert resp.header("Reason") == 'SIP;cause=603;text="outside-calling-window"', show(resp)
+        assert '"outside-calling-window"' in resp.header("Warning"), show(resp)
+        seconds, _, comment = resp.header("Retry-After").partition(" ")
+        sent = datetime.now(UTC)
+        assert abs((sent + timedelta(seconds=int(seconds)) - opens).total_seconds()) < 120
+        assert opens.strftime("%Y-%m-%dT%H:%M:%SZ") in comment, show(resp)
+    assert trunk.messages == [], "the trunk saw a call outside the window"
+    lines = _decisions(gw)
+    assert len(lines) == 3
+    for line in lines:
+        assert (line["decision"], line["reason"], line["rule"]) == (
+            "block", "outside-calling-window", "calling-window")
+        assert line["opens_at"] == opens.strftime("%Y-%m-%dT%H:%M:%SZ"), json.dumps(line)
+
+
+def test_the_cap_blocks_the_third_call_and_survives_a_restart(
+    start_gateway, sipp, tmp_path
+) -> None:
+    uas = sipp("uas_basic.xml", "uas", args=["-m", "2"])
+    caps = [{"max_calls": 2, "period": "24h"}]
+    gw = start_gateway([Trunk(uas.port)], overrides={"campaigns": {"default": {"caps": caps}}})
+    first = sipp("uac_basic.xml", "uac1", remote=gw.address, args=_args(2)).wait(30)
+    assert_all_succeeded(first, 2)
+    assert len(uas.wait(10).received("INVITE")) == 2
+
+    uas2 = sipp("uas_basic.xml", "uas2")
+    gw.config["trunks"] = [{"uri": Trunk(uas2.port).uri, "priority": 1}]
+    third = sipp(_expect_603(tmp_path), "uac3", remote=gw.address, args=_args(1)).wait(30)
+    assert_all_succeeded(third, 1)
+    (resp,) = third.received("INVITE", 603)
+    assert resp.header("Reason") == 'SIP;cause=603;text="frequency-cap"', show(resp)
+    assert not resp.header("Retry-After"), show(resp)
+
+    gw.stop()  # the attempts are in the store: the restarted gateway counts them again
+    before = gw.events()  # (a restart starts new log files)
+    gw.exit_code = None
+    gw.start()
+    fourth = sipp(_expect_603(tmp_path), "uac4", remote=gw.address, args=_args(1)).wait(30)
+    assert_all_succeeded(fourth, 1)
+    (resp,) = fourth.received("INVITE", 603)
+    assert resp.header("Reason") == 'SIP;cause=603;text="frequency-cap"', show(resp)
+    time.sleep(0.3)
+    assert uas2.stop().messages == [], "the trunk saw a call over the cap"
+    events = before + gw.events()
+    reasons = [(e["decision"], e["reason"]) for e in events if e.get("event") == "call.decision"]
+    assert reasons == [("allow", "no-restriction")] * 2 + [("block", "frequency-cap")] * 2
+    ready = [e for e in events if e.get("event") == "sipguard.ready"]
+    assert [e.get("attempts_counted") for e in ready] == [0, 2]
