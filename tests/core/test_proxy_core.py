@@ -436,3 +436,22 @@ def test_top_via_is_stamped_with_received_and_rport() -> None:
     fwd = out[TRUNK1][0]
     second = parse_message(fwd.serialize()).values("via")[1]
     assert "received=10.1.0.5" in second and "rport=5070" in second
+
+
+def test_ack_of_a_stateless_rejection_is_absorbed() -> None:
+    pair = Pair()
+    out = pair.feed(DIALER, invite().replace("Max-Forwards: 70", "Max-Forwards: 0"))
+    (resp,) = out[DIALER]
+    assert isinstance(resp, Response) and resp.status == 483
+    ack = invite().replace("INVITE sip", "ACK sip", 1).replace("1 INVITE", "1 ACK")
+    ack = ack.replace("Max-Forwards: 70", "Max-Forwards: 0").replace(
+        "To: <sip:+14155552671@10.0.0.1>", f"To: <sip:+14155552671@10.0.0.1>;tag={resp.tag('to')}")
+    assert pair.feed(DIALER, ack) == {}
+
+
+def test_silent_last_trunk_gives_the_dialer_408_after_failover_timeout() -> None:
+    pair = Pair()
+    pair.feed(DIALER, invite())
+    pair.advance(2.0)  # trunk 1 silent -> trunk 2
+    out = pair.advance(2.0)  # trunk 2 silent too
+    assert [m.status for m in out.get(DIALER, []) if isinstance(m, Response)] == [408]

@@ -353,7 +353,9 @@ class ProxyCore:
         ctx.trunk_index = trunk
         self._client[ckey] = client
         self._contexts[ckey] = ctx
-        if ctx.target_index + 1 < len(ctx.targets):
+        if trunk >= 0 and req.method == "INVITE" and req.tag("to") is None:
+            # A live trunk answers 100 Trying within 200 ms (§16.2); silence means it is
+            # down, whether another trunk is left or the dialer must be told now.
             ctx.failover = self.schedule(now + self.settings.failover_timeout,
                                          lambda t: self._silent(ctx, client, t))
         if req.method == "INVITE":
@@ -365,7 +367,7 @@ class ProxyCore:
         """The trunk said nothing at all within failover_timeout: treat it as down."""
         ctx.failover = None
         if client is ctx.client and client.last_response is None and not ctx.final:
-            self._problem("trunk-silent", "no response; trying the next trunk", client.peer)
+            self._problem("trunk-silent", "no response within failover_timeout", client.peer)
             client.handle(Event.GIVE_UP, now)
             self._next_target_or_fail(ctx, 408, now)
 
@@ -408,6 +410,8 @@ class ProxyCore:
         if tx is not None and tx.state in (State.COMPLETED, State.CONFIRMED):
             tx.handle(Event.ACK, now)  # the ACK of a non-2xx final stops here (§16.7)
             return
+        if req.tag("to") == self._stateless_tag(req):
+            return  # the ACK of a final response sipguard sent statelessly (403, 483 ...)
         # The ACK of a 2xx is its own transaction: forwarded statelessly in the dialog.
         req, rr_params = pop_own_routes(stamp_received(req, source), self.settings.me)
         if self._downstream(req, self._source_kind(source), rr_params):
@@ -557,14 +561,20 @@ class ProxyCore:
         extra: tuple[Header, ...] = (),
     ) -> None:
         # Answered to where it came from, so even a request whose Via cannot be parsed
-        # (e.g. SIP/7.0, RFC 4475 §3.1.2.16) gets its 505; the tag hashes what is there.
-        seed = f"{req.call_id}|{req.get('cseq')}|{req.tag('from')}|{req.get('via')}"
-        tag = local_tag(hashlib.blake2b(seed.encode(), digest_size=8).hexdigest())
+        # (e.g. SIP/7.0, RFC 4475 §3.1.2.16) gets its 505.
         try:
-            response = make_response(req, status, reason, extra, to_tag=tag)
+            response = make_response(req, status, reason, extra, to_tag=self._stateless_tag(req))
             self.send(source, response.serialize())
         except (ProtocolError, ValueError) as exc:  # not even a response can be built: drop
             self._problem("dropped", f"cannot answer: {exc}", source)
+
+    @staticmethod
+    def _stateless_tag(req: Request) -> str:
+        """The To-tag of a stateless reply: a hash of what the request and its ACK share
+        (Call-ID, CSeq number, From tag, top Via), so that the ACK can be recognised."""
+        num = (req.get("cseq") or "").strip().partition(" ")[0]
+        seed = f"{req.call_id}|{num}|{req.tag('from')}|{req.get('via')}"
+        return local_tag(hashlib.blake2b(seed.encode(), digest_size=8).hexdigest())
 
     def _problem(self, kind: str, detail: str, peer: Peer | None) -> None:
         self._events.append(Problem(kind, detail, peer))
