@@ -8,6 +8,7 @@ User mistakes raise a SipguardError and print as one sentence, never a traceback
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -49,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `sipguard ... | head`: the reader left; say nothing more (and let the interpreter's
+        # final flush of stdout go nowhere rather than print a second error).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
