@@ -630,7 +630,12 @@ class SippResult:
                 "FailedUnexpectedMessage", "FailedMaxUDPRetrans", "FailedTimeoutOnRecv",
                 "DeadCallMsgs", "OutOfCallMsgs")
         counts = ", ".join(f"{k}={self.stat(k)}" for k in keys)
-        return (f"{self.name}: rc={self.returncode} timed_out={self.timed_out} {counts}\n"
+        running = self.stat("CurrentCall")
+        note = ""
+        if running and not self.timed_out:
+            note = (f"\nSIPp ended with {running} call(s) still running before its deadline: "
+                    "a signal from outside (a name-based kill on this machine?) or a SIPp quirk")
+        return (f"{self.name}: rc={self.returncode} timed_out={self.timed_out} {counts}{note}\n"
                 f"errors:\n{self.errors[-3000:]}")
 
 
