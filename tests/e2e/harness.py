@@ -1,7 +1,20 @@
 """End-to-end harness: free ports, a sipguard subprocess, SIPp runs and a Mosquitto broker.
 
 Everything binds to 127.0.0.0/8 only. Every wait has a hard deadline: a stuck peer is killed
-and reported, never waited on forever.
+and reported, never waited on forever. The fixtures in tests/conftest.py wrap these:
+
+    def test_x(start_gateway, sipp):
+        uas = sipp("uas_basic.xml", "uas", args=["-m", "10"])           # trunk, bound on return
+        gw = start_gateway([Trunk(uas.port, "udp")], overrides={"policy": {"mode": "monitor"}})
+        uac = sipp("uac_basic.xml", "uac", remote=gw.address,
+                   args=["-s", "+12125551234", "-m", "10", "-r", "10"])  # or -inf numbers.csv
+        dialer, trunk = uac.wait(30), uas.wait(10)                       # SippResult
+        assert dialer.successful == 10 and len(trunk.received("INVITE")) == 10
+        gw.events()                                                      # JSON log lines
+
+A scenario name is looked up in tests/sipp/; an absolute path (e.g. from scenario_variant or a
+file written into tmp_path) is used as is. SIPp logs stay under tmp_path/sipp/<name>.*, the
+gateway's config, store and logs under tmp_path/gatewayN/.
 """
 
 from __future__ import annotations

@@ -9,7 +9,15 @@ import uuid
 import pytest
 
 from e2e.checks import PROXY_ONLY, show
-from e2e.harness import Trunk, UdpPeer, free_port, options_ping
+from e2e.harness import (
+    Trunk,
+    UdpPeer,
+    free_port,
+    options_ping,
+    param,
+    parse_sip,
+    scenario_variant,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -103,3 +111,40 @@ def test_route_header_cannot_make_sipguard_an_open_relay(start_gateway, sipp) ->
     time.sleep(0.3)
     assert victim.stop().messages == [], "sipguard forwarded to a host that is not a trunk"
     trunk.stop()
+
+
+def test_no_response_reaches_the_dialer_without_its_via(start_gateway, sipp, tmp_path) -> None:
+    """RFC 3261 §16.7 step 3: with sipguard's Via removed, a response that has no Via left
+    was meant for sipguard and is not forwarded. Here a faulty trunk answers a cancelled
+    INVITE with a 487 that carries only sipguard's Via."""
+    faulty = scenario_variant("uas_cancel.xml", tmp_path, {
+        'regexp="Via:.*Via:[^[:cntrl:]]*|Via:[^[:cntrl:]]*" search_in="msg"':
+            'regexp=".*" search_in="hdr" header="Via:"',
+        "      [$inv_via]": "      Via: [$inv_via]",
+    })
+    uas = sipp(faulty, "uas")
+    gw = start_gateway([Trunk(uas.port)], overrides=PROXY_ONLY)
+    with UdpPeer() as dialer:
+        call_id, branch = _ids()
+        invite = dialer.invite((gw.host, gw.port), call_id=call_id, branch=branch)
+        ringing = [m for m in dialer.collect(1.0) if m.status == 180]
+        assert ringing, "no 180 from the trunk"
+        req = parse_sip(invite)
+        dialer.send(
+            f"CANCEL {req.start_line.split()[1]} SIP/2.0\nVia: {req.vias[0]}\n"
+            f"Max-Forwards: 70\nFrom: {req.header('From')}\nTo: {req.header('To')}\n"
+            f"Call-ID: {call_id}\nCSeq: 1 CANCEL\nContent-Length: 0\n\n",
+            (gw.host, gw.port),
+        )
+        responses = [m for m in dialer.collect(2.0) if not m.is_request]
+        for m in responses:
+            if m.status >= 300 and m.method == "INVITE" and m.vias:
+                dialer.ack_for(invite, m, (gw.host, gw.port))
+    assert any(m.method == "CANCEL" and m.status == 200 for m in responses), (
+        [m.start_line for m in responses]
+    )
+    for m in responses:
+        assert m.vias and param(m.vias[0], "branch") == branch, (
+            f"a response reached the dialer without its Via:\n{show(m)}"
+        )
+    uas.stop()

@@ -27,7 +27,7 @@ def test_calls_complete_with_udp_loss(start_gateway, sipp) -> None:
     gw = start_gateway([Trunk(uas.port, "udp")], sip={"failover_timeout": 8.0},
                        overrides=PROXY_ONLY)
     uac = sipp("uac_basic.xml", "uac", remote=gw.address,
-               args=[*uac_args(CALLS, rate=50, hold_ms=1000), *loss])
+               args=[*uac_args(CALLS, rate=50, hold_ms=500), *loss])
     dialer = uac.wait(60)
     trunk = uas.wait(15)
 
