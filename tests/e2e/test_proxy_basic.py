@@ -7,6 +7,9 @@ and Record-Route; in-dialog ACK and BYE come through sipguard by the route set.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 
 from e2e.checks import (
@@ -74,3 +77,22 @@ def test_basic_calls(start_gateway, sipp, dialer_leg, trunk_leg, calls, dialer_m
     assert len(dialer.received("BYE", 200)) == calls
     gw.assert_alive()
     assert not gw.problems(), gw.problems()[:5]  # clean traffic: no warnings
+
+
+@pytest.mark.skipif(not shutil.which("ss"), reason="needs ss (iproute2)")
+def test_tcp_connection_to_the_trunk_is_reused(start_gateway, sipp) -> None:
+    """RFC 3261 §18.1.1 / issue 2: one TCP connection to the trunk carries every call."""
+    calls = 50
+    uas = sipp("uas_basic.xml", "uas", transport="t1")
+    gw = start_gateway([Trunk(uas.port, "tcp")], overrides=PROXY_ONLY)
+    uac = sipp("uac_basic.xml", "uac", remote=gw.address, args=uac_args(calls, rate=50))
+    dialer = uac.wait(30)
+    assert_all_succeeded(dialer, calls)
+    ss = subprocess.run(
+        ["ss", "-tnH", "state", "established", f"( sport = :{uas.port} )"],
+        capture_output=True, text=True, timeout=5, check=True,
+    )
+    connections = [line for line in ss.stdout.splitlines() if line.strip()]
+    trunk = uas.stop()
+    assert len(trunk.received("INVITE")) == calls
+    assert len(connections) == 1, f"{len(connections)} TCP connections to the trunk:\n{ss.stdout}"

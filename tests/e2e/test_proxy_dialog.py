@@ -1,5 +1,5 @@
-"""Beyond issue 2's list, the in-dialog routing it requires: a re-INVITE from the dialer and a
-BYE from the trunk (the callee hangs up) both follow the route set through sipguard.
+"""Beyond issue 2's list, the in-dialog routing it requires: a re-INVITE and an INFO from the
+dialer and a BYE from the trunk (the callee hangs up) follow the route set through sipguard.
 
 RFC 3261 §16.12 / §16.4: sipguard finds its own Record-Route entry as the top Route, removes
 it, adds its Via, and sends the request to the Request-URI (the peer's Contact).
@@ -51,6 +51,14 @@ def test_reinvite_and_callee_hangup(start_gateway, sipp, leg: str) -> None:
         assert re.start_line.split()[1].startswith("sip:trunk@"), show(re)
         assert not any(gw.address in r for r in re.header_all("Route")), show(re)
         assert call_id in {m.call_id for m in initial}
+
+    # The INFO (another in-dialog request) likewise, and its 200 came back.
+    infos = by_call(trunk.received("INFO"))
+    assert set(infos) == set(reinvites) and all(len(g) == 1 for g in infos.values())
+    for (info,) in infos.values():
+        assert_gateway_via(info, gw, leg)
+        assert info.body.startswith("Signal=5"), show(info)
+    assert len(dialer.received("INFO", 200)) == CALLS
 
     # The callee's BYE reached the dialer once, through sipguard, at the dialer's Contact.
     byes = by_call(dialer.received("BYE"))

@@ -10,6 +10,7 @@ import pytest
 
 from e2e.checks import PROXY_ONLY, show
 from e2e.harness import (
+    Gateway,
     Trunk,
     UdpPeer,
     free_port,
@@ -148,3 +149,45 @@ def test_no_response_reaches_the_dialer_without_its_via(start_gateway, sipp, tmp
             f"a response reached the dialer without its Via:\n{show(m)}"
         )
     uas.stop()
+
+
+def test_trunk_pointing_back_at_sipguard_is_a_loop_not_a_storm(tmp_path) -> None:
+    """A trunk misconfigured as sipguard's own address: the forwarded INVITE comes back with
+    sipguard's Via (§16.3 step 4), is refused with 482, and the dialer gets that final
+    response at once; sipguard keeps serving."""
+    gw = Gateway(tmp_path / "gw", [], overrides=PROXY_ONLY)
+    gw.config["trunks"] = [{"uri": Trunk(gw.port).uri, "priority": 1}]
+    try:
+        gw.start()
+        with UdpPeer() as dialer:
+            call_id, branch = _ids()
+            invite = dialer.invite((gw.host, gw.port), call_id=call_id, branch=branch)
+            final, _ = dialer.wait_final(3.0)
+            assert final is not None and final.status in (482, 483), final and show(final)
+            dialer.ack_for(invite, final, (gw.host, gw.port))
+            assert not [m for m in dialer.collect(1.0) if m.status >= 200]
+        gw.assert_alive()
+        assert options_ping(gw.host, gw.port) == 200
+        loops = [e for e in gw.events() if e.get("kind") == "loop"]
+        assert 1 <= len(loops) <= 2, loops
+    finally:
+        gw.stop()
+
+
+def test_cancel_for_an_unknown_transaction_gets_481(start_gateway, sipp) -> None:
+    uas = sipp("uas_busy.xml", "uas")
+    gw = start_gateway([Trunk(uas.port)], overrides=PROXY_ONLY)
+    with UdpPeer() as dialer:
+        call_id, branch = _ids()
+        dialer.send(
+            f"CANCEL sip:+12125551234@{gw.address} SIP/2.0\n"
+            f"Via: SIP/2.0/UDP {dialer.host}:{dialer.port};branch={branch}\n"
+            f"Max-Forwards: 70\nFrom: <sip:a@{dialer.host}>;tag=x1\n"
+            f"To: <sip:+12125551234@{gw.address}>\nCall-ID: {call_id}\n"
+            f"CSeq: 1 CANCEL\nContent-Length: 0\n\n",
+            (gw.host, gw.port),
+        )
+        final, _ = dialer.wait_final(2.0)
+        assert final is not None and final.status == 481, final and show(final)
+    time.sleep(0.2)
+    assert uas.stop().messages == []
