@@ -374,7 +374,7 @@ def sipp_step(  # noqa: PLR0912, PLR0915 (one linear recipe; splitting it hides 
     res.rc = rc
     res.sipp_cpu_s = uac.cpu_s + uas.cpu_s
     busy = ((sys1[0] - sys0[0]) - (sys1[1] - sys0[1])) / CLK_TCK
-    res.others_cores = max(0.0, busy - res.proxy_cpu_s - uac.cpu_s) / max(res.elapsed, 0.1)
+    res.others_cores = max(0.0, busy - res.proxy_cpu_s - res.sipp_cpu_s) / max(res.elapsed, 0.1)
     row = last_csv_row(d / "uac.csv")
     res.success = as_int(row, "SuccessfulCall(C)")
     res.failed = as_int(row, "FailedCall(C)")
@@ -575,7 +575,7 @@ def measure_path(env: Env, plan: Plan, res: PathResult, port: int, pids_of: Proc
             rate //= 2
             if rate < 50 or proxy_dead() or attempt(rate, f"{tag}-{rate}-down"):
                 break
-    if pids_of is not None:
+    if pids_of is not None and pids_of.alive():
         res.pss_after_mb = memory_mb(pids())[1]
 
 
@@ -681,9 +681,18 @@ def sipguard_config(env: Env, store: Path) -> Path:
 FAKE_NOW = "2026-06-03 23:00:00"
 
 
+WATCH_SIGNALS: Path | None = None  # --watch-signals: strace writes signals received here
+
+
 def sipguard_argv(*args: str) -> list[str]:
     exe = [str(VENV / "sipguard"), *args]
-    return ["faketime", FAKE_NOW, *exe] if shutil.which("faketime") else exe
+    if shutil.which("faketime"):
+        exe = ["faketime", FAKE_NOW, *exe]
+    if WATCH_SIGNALS is not None and shutil.which("strace"):
+        # No syscall is traced (seccomp filter): only signal deliveries, with the sender's pid.
+        exe = ["strace", "--seccomp-bpf", "-f", "-qq", "-e", "trace=none", "-e",
+               "signal=!SIGCHLD", "-o", str(WATCH_SIGNALS), *exe]
+    return exe
 
 
 def sipguard_env() -> dict[str, str]:
@@ -913,6 +922,11 @@ def report(  # noqa: PLR0912
             return f"{fmt(value)}†"
         return value
 
+    def flag(p: PathResult, value: float) -> float | str:
+        if p.lat_step is not None and not p.lat_step.passed:
+            return f"{fmt(value)}†"
+        return value
+
     def cpu_fixed(p: PathResult) -> float | str | None:
         fixed = [st for st in p.steps if st.rate == plan.fixed_rate]
         if p.cpu_us_fixed is not None and fixed and not fixed[0].passed:
@@ -938,8 +952,8 @@ def report(  # noqa: PLR0912
         kv = pct(k.lat.values(200), q) if k.lat else None
         sv = pct(s.lat.values(200), q) if s.lat else None
         row(f"added INVITE→200 p{q} vs direct (ms)", None,
-            kv - dv if dv is not None and kv is not None else None,
-            sv - dv if dv is not None and sv is not None else None)
+            flag(k, kv - dv) if dv is not None and kv is not None else None,
+            flag(s, sv - dv) if dv is not None and sv is not None else None)
     row(f"proxy CPU per call at {plan.fixed_rate}/s (µs, user+sys)", None, cpu_fixed(k),
         cpu_fixed(s))
     row("proxy CPU per call at its highest rate (µs)", None, k.cpu_us_max, s.cpu_us_max)
@@ -947,6 +961,13 @@ def report(  # noqa: PLR0912
     row("memory with the list loaded: sum of VmRSS (MB)", None, k.rss_mb, s.rss_mb)
     row("memory after the load steps: sum of PSS (MB)", None, k.pss_after_mb, s.pss_after_mb)
     row("list load time: start → first 603 (s)", None, k.load_s, s.load_s)
+
+    def noise(p: PathResult) -> float | None:
+        runs = [st.others_cores for st in p.steps]
+        return round(sum(runs) / len(runs), 2) if runs else None
+
+    row("CPU used by other processes during the steps (cores, mean)", noise(d), noise(k),
+        noise(s), False)
     keys = sorted({key for p in (k, s) for key in p.extra})
     for key in keys:
         row(key, None, k.extra.get(key), s.extra.get(key), False)
@@ -1035,11 +1056,16 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915
     ap.add_argument("--out", type=Path, default=BENCH / "results")
     ap.add_argument("--reuse-store", action="store_true",
                     help="keep a sipguard store imported by an earlier run (import time reused)")
+    ap.add_argument("--watch-signals", action="store_true",
+                    help="run sipguard under strace (signals only) to log who signals it")
     ap.add_argument("--no-scripts", action="store_true",
                     help="skip decide_bench.py and import_bench.py")
     args = ap.parse_args(argv)
 
     quick: bool = args.quick
+    global WATCH_SIGNALS  # noqa: PLW0603 (a run-wide switch)
+    if args.watch_signals:
+        WATCH_SIGNALS = args.out / "sipguard-signals.txt"
     size = args.size or (100_000 if quick else 10_000_000)
     plan = Plan(
         steps=[int(x) for x in args.steps.split(",")] if args.steps else (
