@@ -354,7 +354,7 @@ def sipp_step(  # noqa: PLR0912, PLR0915 (one linear recipe; splitting it hides 
         "-nostdin", "-buff_size", str(env.sipp_buf), "-trace_stat", "-stf", str(d / "uac.csv"),
         "-fd", "1", "-trace_counts",
     ], d / "uac.out", cwd=d)
-    deadline = seconds * 1.5 + 15
+    deadline = seconds * 1.5 + (8 if seconds < 5 else 15)
     rc = uac.wait(deadline)
     res.elapsed = time.monotonic() - t0
     res.proxy_cpu_s = cpu_seconds(proxy_pids) - cpu0
@@ -521,6 +521,7 @@ class Plan:
     fixed_rate: int
     fixed_seconds: float
     retries: int
+    down_tries: int = 3
 
 
 def measure_path(env: Env, plan: Plan, res: PathResult, port: int, pids_of: Proc | None,
@@ -571,7 +572,7 @@ def measure_path(env: Env, plan: Plan, res: PathResult, port: int, pids_of: Proc
     if res.max_rate is None and plan.steps:
         # Not even the first step: look below it (halving, three tries at most).
         rate = plan.steps[0]
-        for _ in range(3):
+        for _ in range(plan.down_tries):
             rate //= 2
             if rate < 50 or proxy_dead() or attempt(rate, f"{tag}-{rate}-down"):
                 break
@@ -805,8 +806,8 @@ def empty_store_pss(env: Env) -> float | None:
 # --------------------------------------------------------------------------- colleagues' benches
 
 
-FIGURE = re.compile(r"^\s*(?P<label>[^:]{3,80}?):\s+(?P<value>[0-9][0-9,]*(?:\.[0-9]+)?)\s*"
-                    r"(?P<unit>[^\s(]*)")
+FIGURE = re.compile(r"^\s*(?P<label>\S.{2,80}?)(?::\s+|\s{2,})"
+                    r"(?P<value>[0-9][0-9,]*(?:\.[0-9]+)?)\s*(?P<unit>[^\s(]*)")
 
 
 def parse_figures(stdout: str) -> dict[str, float | str]:
@@ -1075,6 +1076,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915
         fixed_rate=args.fixed_rate,
         fixed_seconds=3.0 if quick else 10.0,
         retries=args.retries if args.retries is not None else (0 if quick else 1),
+        down_tries=1 if quick else 3,
     )
     for tool in ("sipp", "tcpdump", "kamailio"):
         if shutil.which(tool) is None:
@@ -1140,7 +1142,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915
     scripts: dict[str, tuple[dict[str, float | str], str]] = {}
     if not args.no_scripts:
         for name in ("decide_bench.py", "import_bench.py"):
-            scripts[name] = run_script(name, quick, 40 if quick else 900)
+            scripts[name] = run_script(name, quick, 30 if quick else 900)
     cond = conditions(cpu0, system_cpu(), load0, time.monotonic() - wall0)
     md = report(results, size, plan, extra_rows, cond, quick, scripts)
     name = "quick.md" if quick else "latest.md"
