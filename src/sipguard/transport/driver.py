@@ -13,6 +13,7 @@ from sipguard.sip.peer import Peer
 from sipguard.sip.proxy import Problem, ProxyCore, TransactionDone
 
 Sender = Callable[[Peer, bytes], None]
+STALL = 0.05  # seconds a timer may fire late before its expiry waits for pending I/O
 EventSink = Callable[[TransactionDone | Problem], None]
 
 
@@ -24,8 +25,11 @@ class CoreDriver:
         self.senders: dict[str, Sender] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._armed: float | None = None
+        self._deferred = False
+        self._received = 0  # datagrams handled since the last deferred timer
 
     def receive(self, data: bytes, source: Peer) -> None:
+        self._received += 1
         self.core.receive(data, source, self.loop.time())
         self.flush()
 
@@ -47,9 +51,21 @@ class CoreDriver:
             self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
+        now = self.loop.time()
+        if self._armed is not None and now - self._armed > STALL and (
+            self._received or not self._deferred
+        ):
+            # The loop was stalled (a busy host, a long GC) and a backlog of datagrams is
+            # waiting; the loop reads only a few dozen per round. Let it read on while
+            # they keep coming, or a trunk that answered in time looks silent (false 408).
+            self._deferred = True
+            self._received = 0
+            self._timer = self.loop.call_later(0.001, self._on_timer)  # 0 would re-run now
+            return
+        self._deferred = False
         self._timer = None
         self._armed = None
-        self.core.handle_timer(self.loop.time())
+        self.core.handle_timer(now)
         self.flush()
 
     def close(self) -> None:
