@@ -455,3 +455,16 @@ def test_silent_last_trunk_gives_the_dialer_408_after_failover_timeout() -> None
     pair.advance(2.0)  # trunk 1 silent -> trunk 2
     out = pair.advance(2.0)  # trunk 2 silent too
     assert [m.status for m in out.get(DIALER, []) if isinstance(m, Response)] == [408]
+
+
+def test_a_response_left_without_via_gets_the_dialers_vias_back() -> None:
+    pair = Pair()
+    fwd = pair.feed(DIALER, invite())[TRUNK1][0]
+    assert isinstance(fwd, Request)
+    text = response_to(fwd, 486, "Busy Here")
+    lines = text.split("\n")
+    dialer_via = next(i for i, line in enumerate(lines) if "10.1.0.5:5070" in line)
+    del lines[dialer_via]  # a broken trunk echoes only sipguard's Via
+    (busy,) = pair.feed(TRUNK1, "\n".join(lines))[DIALER]
+    assert isinstance(busy, Response) and busy.status == 486
+    assert busy.top_via.branch == "z9hG4bK-d1"

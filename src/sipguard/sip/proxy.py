@@ -89,6 +89,17 @@ class Problem:
     peer: Peer | None = None
 
 
+def upstream_response(response: Response, request: Request) -> Response:
+    """The response to relay upstream: without our Via (§16.7 step 3). A trunk that echoed
+    only our Via would leave none, and a response without Via is malformed; the server
+    transaction knows the Vias its request came with, so those are put back instead."""
+    headers = strip_top_value(response.headers, "via")
+    if any(h.name == "via" for h in headers):
+        return response.with_headers(headers)
+    vias = tuple(h for h in request.headers if h.name == "via")
+    return response.with_headers(vias + headers)
+
+
 class _Context:
     """One proxied request (§16's response context): its server transaction and branches."""
 
@@ -528,7 +539,7 @@ class ProxyCore:
             self._stop_context_timers(ctx)
             if status == 503:  # §16.7 step 6: a 503 is not passed upstream as such
                 response = Response(response.headers, response.body, 500, "Server Internal Error")
-        ctx.server.respond(response.with_headers(strip_top_value(response.headers, "via")), now)
+        ctx.server.respond(upstream_response(response, ctx.server.request), now)
 
     def on_failure(self, tx: ClientTransaction, event: Event, now: float) -> None:
         ctx = self._contexts.get(tx.key)
