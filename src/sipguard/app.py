@@ -59,7 +59,8 @@ def resolve_trunks(config: Config) -> tuple[Trunk, ...]:
             raise ConfigError(key, f"cannot resolve {host!r}: {exc}") from None
         address = str(infos[0][4][0])
         peer = Peer(uri.transport, address, port)
-        trunks.append(Trunk(trunk.name or f"{host}:{port}", peer, uri))
+        trunks.append(Trunk(trunk.name or f"{host}:{port}", peer, uri,
+                            rewrite_uri=trunk.request_uri == "trunk"))
     return tuple(trunks)
 
 

@@ -129,6 +129,12 @@ class TrunkConfig:
     uri: str = doc("The trunk's SIP URI, e.g. 'sip:trunk.example.net:5060;transport=udp'.")
     priority: int = doc("Lower is tried first; equal priorities keep file order.", 1)
     name: str = doc("A name for logs; defaults to host:port.", "")
+    request_uri: Literal["keep", "trunk"] = doc(
+        "'keep' forwards the dialer's Request-URI untouched; 'trunk' puts this trunk's host "
+        "and port in it (user part and parameters kept), for carriers that refuse a "
+        "Request-URI naming another host.",
+        "keep",
+    )
 
 
 @dataclass(frozen=True, slots=True)

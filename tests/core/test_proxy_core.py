@@ -11,7 +11,7 @@ from sipguard.sip.message import Header, Request, Response
 from sipguard.sip.parser import parse_message
 from sipguard.sip.peer import Peer
 from sipguard.sip.proxy import Problem, ProxyCore, ProxySettings
-from sipguard.sip.routing import Identity, Trunk
+from sipguard.sip.routing import Identity, Trunk, retarget
 from sipguard.sip.uri import parse_trunk_uri
 from sipguard.sip.verdict import Allow, Block, Verdict
 
@@ -468,3 +468,26 @@ def test_a_response_left_without_via_gets_the_dialers_vias_back() -> None:
     (busy,) = pair.feed(TRUNK1, "\n".join(lines))[DIALER]
     assert isinstance(busy, Response) and busy.status == 486
     assert busy.top_via.branch == "z9hG4bK-d1"
+
+
+def test_request_uri_is_kept_unless_the_trunk_asks_for_its_host() -> None:
+    pair = Pair()
+    assert pair.feed(DIALER, invite())[TRUNK1][0].uri == "sip:+14155552671@10.0.0.1"
+    rewriting = tuple(
+        Trunk(t.name, t.peer, t.uri, rewrite_uri=True) for t in trunks()
+    )
+    settings = ProxySettings(ME, rewriting, allowed)
+    core = ProxyCore(settings, lambda req, src, now: Allow())
+    core.receive(invite().replace("\n", "\r\n").encode(), DIALER, 0.0)
+    sent = dict(core.datagrams_to_send())
+    fwd = parse_message(sent[TRUNK1])
+    assert isinstance(fwd, Request) and fwd.uri == "sip:+14155552671@192.0.2.10:5060"
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("sip:+14155552671@10.0.0.1:5060;user=phone", "sip:+14155552671@trunk.example:5080;user=phone"),
+    ("sip:10.0.0.1", "sip:trunk.example:5080"),
+    ("tel:+14155552671", "sip:+14155552671@trunk.example:5080;user=phone"),
+])
+def test_retarget(uri: str, expected: str) -> None:
+    assert retarget(uri, parse_trunk_uri("t", "sip:trunk.example:5080")) == expected

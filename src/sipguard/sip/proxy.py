@@ -353,7 +353,10 @@ class ProxyCore:
         ):
             front += record_route(me, ctx.server.peer.transport, peer.transport,
                                   req.tag("from"), trunk)
-        fwd = req.with_headers(front + req.headers)
+        uri = req.uri
+        if trunk >= 0 and req.tag("to") is None:
+            uri = self.settings.trunks[trunk].request_uri(uri)
+        fwd = req.with_headers(front + req.headers, uri)
         ckey = f"{branch}|{req.method}"
         client: ClientTransaction
         if req.method == "INVITE":

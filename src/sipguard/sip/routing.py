@@ -23,7 +23,7 @@ from sipguard.sip.message import (
     strip_top_value,
 )
 from sipguard.sip.peer import Peer, Transport
-from sipguard.sip.uri import SipUri, parse_name_addr, parse_uri
+from sipguard.sip.uri import SipUri, TelUri, parse_name_addr, parse_uri
 
 MAGIC = "z9hG4bK"  # RFC 3261 §8.1.1.7
 OWN_BRANCH = MAGIC + "sg"  # every branch sipguard creates starts with this
@@ -34,6 +34,27 @@ class Trunk:
     name: str
     peer: Peer  # resolved address the trunk is reached at
     uri: SipUri
+    rewrite_uri: bool = False  # put the trunk's host:port in initial Request-URIs
+
+    def request_uri(self, uri: str) -> str:
+        """The Request-URI of an initial request sent to this trunk."""
+        return retarget(uri, self.uri) if self.rewrite_uri else uri
+
+
+def retarget(text: str, trunk: SipUri) -> str:
+    """`text` with the trunk's host and port: sip:USER@HOST:PORT;params keeps USER and params;
+    a tel: URI becomes sip:NUMBER@trunk;user=phone (RFC 3261 §19.1.6)."""
+    host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
+    hostport = f"{host}:{trunk.port}" if trunk.port else host
+    uri = parse_uri(text, "Request-URI")
+    if isinstance(uri, TelUri):  # the telephone-subscriber, params included, is the user part
+        return f"sip:{text[4:]}@{hostport};user=phone"
+    if not isinstance(uri, SipUri):
+        return text
+    scheme, _, rest = text.partition(":")
+    user, at, after = rest.rpartition("@")
+    end = min((i for i in (after.find(";"), after.find("?")) if i >= 0), default=len(after))
+    return f"{scheme}:{user}{at}{hostport}{after[end:]}"
 
 
 @dataclass(frozen=True, slots=True)
