@@ -24,14 +24,14 @@ from e2e.harness import Trunk, digest_ok, param
 
 pytestmark = pytest.mark.e2e
 
-CALLS = 20
+CALLS = 12
 
 
 def test_407_challenge_then_connect(start_gateway, sipp) -> None:
     uas = sipp("uas_auth.xml", "uas", args=["-m", str(CALLS)])
     gw = start_gateway([Trunk(uas.port, "udp")], overrides=PROXY_ONLY)
     uac = sipp("uac_auth.xml", "uac", remote=gw.address,
-               args=[*uac_args(CALLS, rate=20), "-au", "dialer", "-ap", "secret"])
+               args=[*uac_args(CALLS, rate=40), "-au", "dialer", "-ap", "secret"])
     dialer = uac.wait(30)
     trunk = uas.wait(10)
 

@@ -34,9 +34,9 @@ SIPP_TRANSPORT = {"udp": "u1", "tcp": "t1"}
     [
         ("udp", "udp", 500, "u1"),
         ("tcp", "tcp", 500, "t1"),
-        ("tcp", "tcp", 100, "tn"),
-        ("udp", "tcp", 100, "u1"),
-        ("tcp", "udp", 100, "t1"),
+        ("tcp", "tcp", 50, "tn"),
+        ("udp", "tcp", 50, "u1"),
+        ("tcp", "udp", 50, "t1"),
     ],
     ids=["udp", "tcp", "tcp-conn-per-call", "udp-in-tcp-out", "tcp-in-udp-out"],
 )

@@ -25,7 +25,7 @@ from e2e.harness import Trunk
 
 pytestmark = pytest.mark.e2e
 
-CALLS = 20
+CALLS = 12
 
 
 @pytest.mark.parametrize("leg", ["udp", "tcp"])
@@ -34,7 +34,7 @@ def test_486_relayed_and_acked_hop_by_hop(start_gateway, sipp, leg: str) -> None
     uas = sipp("uas_busy.xml", "uas", transport=mode)  # runs until stopped: sees strays
     gw = start_gateway([Trunk(uas.port, leg)], overrides=PROXY_ONLY)
     uac = sipp("uac_expect_486.xml", "uac", remote=gw.address, transport=mode,
-               args=uac_args(CALLS, rate=20))
+               args=uac_args(CALLS, rate=40))
     dialer = uac.wait(30)
     time.sleep(0.5)
     trunk = uas.stop()

@@ -27,7 +27,7 @@ from e2e.harness import Trunk, options_ping
 
 pytestmark = pytest.mark.e2e
 
-CALLS = 20
+CALLS = 12
 
 
 @pytest.mark.parametrize("leg", ["udp", "tcp"])
@@ -36,7 +36,7 @@ def test_cancel_during_ringing(start_gateway, sipp, leg: str) -> None:
     uas = sipp("uas_cancel.xml", "uas", transport=mode)  # runs until stopped: sees strays
     gw = start_gateway([Trunk(uas.port, leg)], overrides=PROXY_ONLY)
     uac = sipp("uac_cancel.xml", "uac", remote=gw.address, transport=mode,
-               args=uac_args(CALLS, rate=20))
+               args=uac_args(CALLS, rate=40))
     dialer = uac.wait(30)  # each call lingers 1 s after its ACK
     time.sleep(0.5)
     trunk = uas.stop()

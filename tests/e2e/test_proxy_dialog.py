@@ -22,7 +22,7 @@ from e2e.harness import Trunk
 
 pytestmark = pytest.mark.e2e
 
-CALLS = 20
+CALLS = 12
 
 
 @pytest.mark.parametrize("leg", ["udp", "tcp"])
@@ -31,7 +31,7 @@ def test_reinvite_and_callee_hangup(start_gateway, sipp, leg: str) -> None:
     uas = sipp("uas_dialog.xml", "uas", transport=mode, args=["-m", str(CALLS)])
     gw = start_gateway([Trunk(uas.port, leg)], overrides=PROXY_ONLY)
     uac = sipp("uac_dialog.xml", "uac", remote=gw.address, transport=mode,
-               args=uac_args(CALLS, rate=20))
+               args=uac_args(CALLS, rate=40))
     dialer = uac.wait(30)
     trunk = uas.wait(10)
 

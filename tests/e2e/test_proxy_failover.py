@@ -17,7 +17,7 @@ from e2e.harness import Trunk
 
 pytestmark = pytest.mark.e2e
 
-CALLS = 20
+CALLS = 12
 
 
 @pytest.mark.parametrize(
@@ -39,7 +39,7 @@ def test_failover_to_second_trunk(start_gateway, sipp, unused_port, first, leg) 
         sip={"failover_timeout": 0.5},
         overrides=PROXY_ONLY,
     )
-    uac = sipp("uac_basic.xml", "uac", remote=gw.address, args=uac_args(CALLS, rate=20))
+    uac = sipp("uac_basic.xml", "uac", remote=gw.address, args=uac_args(CALLS, rate=40))
     dialer = uac.wait(30)
     trunk2 = second.wait(10)
 

@@ -35,7 +35,7 @@ def test_dialer_outside_allow_list_gets_403(start_gateway, sipp, leg: str) -> No
     gw = start_gateway([Trunk(uas.port, leg)], allow=["127.0.0.1/32"], overrides=PROXY_ONLY)
     uac = sipp("uac_expect_403.xml", "uac", remote=gw.address, transport=mode,
                local_ip="127.0.0.2", port=free_port("127.0.0.2"),
-               args=uac_args(CALLS, rate=20))
+               args=uac_args(CALLS, rate=40))
     dialer = uac.wait(30)
     time.sleep(0.3)
     trunk = uas.stop()
