@@ -543,6 +543,8 @@ def measure_path(env: Env, plan: Plan, res: PathResult, port: int, pids_of: Proc
     step = sipp_step(env, port, plan.fixed_rate, plan.fixed_seconds, f"{tag}-lat", pids(),
                      blocks, capture=True)
     res.lat_step = step
+    if not step.passed:
+        settle(pids())
     if step.capture is not None and step.capture.exists():
         res.lat = latencies(step.capture)
         with contextlib.suppress(OSError):
