@@ -461,6 +461,8 @@ class Trunk:
     transport: str = "udp"
     priority: int = 1
     host: str = HOST
+    # More [[trunks]] keys, e.g. (("request_uri", "trunk"),).
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def uri(self) -> str:
@@ -498,7 +500,7 @@ class Gateway:
             "node": {"name": "e2e"},
             "sip": sip_section,
             "dialers": {"allow": list(allow)},
-            "trunks": [{"uri": t.uri, "priority": t.priority} for t in trunks],
+            "trunks": [{"uri": t.uri, "priority": t.priority, **dict(t.options)} for t in trunks],
             "store": {"path": str(workdir / "sipguard.db")},
             "log": {"format": "json", "pseudonymize": False, "level": "debug"},
         }

@@ -191,3 +191,21 @@ def test_cancel_for_an_unknown_transaction_gets_481(start_gateway, sipp) -> None
         assert final is not None and final.status == 481, final and show(final)
     time.sleep(0.2)
     assert uas.stop().messages == []
+
+
+@pytest.mark.parametrize("mode", ["keep", "trunk"])
+def test_request_uri_toward_the_trunk(start_gateway, sipp, mode: str) -> None:
+    """[[trunks]] request_uri: 'keep' forwards the dialer's Request-URI untouched; 'trunk' puts
+    the trunk's host and port in it, keeping the user part."""
+    uas = sipp("uas_busy.xml", "uas")
+    gw = start_gateway([Trunk(uas.port, options=(("request_uri", mode),))], overrides=PROXY_ONLY)
+    with UdpPeer() as dialer:
+        call_id, branch = _ids()
+        invite = dialer.invite((gw.host, gw.port), call_id=call_id, branch=branch)
+        final, _ = dialer.wait_final(3.0)
+        assert final is not None and final.status == 486, final and show(final)
+        dialer.ack_for(invite, final, (gw.host, gw.port))
+    time.sleep(0.3)
+    (forwarded,) = uas.stop().received("INVITE")
+    host = gw.address if mode == "keep" else f"127.0.0.1:{uas.port}"
+    assert forwarded.start_line == f"INVITE sip:+12125551234@{host} SIP/2.0", show(forwarded)
