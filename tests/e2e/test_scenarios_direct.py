@@ -107,3 +107,12 @@ def test_dialog_reinvite_and_callee_bye(sipp) -> None:
     for bye in byes:
         assert param(bye.header("To"), "tag") and param(bye.header("From"), "tag")
         assert bye.start_line.startswith("BYE sip:dialer@")
+
+
+def test_prack(sipp) -> None:
+    uas = sipp("uas_prack.xml", "uas", args=["-m", "5"])
+    uac = sipp("uac_prack.xml", "uac", remote=f"{HOST}:{uas.port}", args=_uac_args(5, 10))
+    client, server = uac.wait(20), uas.wait(5)
+    assert (client.successful, client.failed) == (5, 0), client.summary()
+    assert (server.successful, server.failed) == (5, 0), server.summary()
+    assert len(server.received("PRACK")) == 5
