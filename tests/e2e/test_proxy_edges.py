@@ -209,3 +209,38 @@ def test_request_uri_toward_the_trunk(start_gateway, sipp, mode: str) -> None:
     (forwarded,) = uas.stop().received("INVITE")
     host = gw.address if mode == "keep" else f"127.0.0.1:{uas.port}"
     assert forwarded.start_line == f"INVITE sip:+12125551234@{host} SIP/2.0", show(forwarded)
+
+
+def test_invite_retransmission_is_absorbed_and_the_last_provisional_resent(
+    start_gateway, sipp
+) -> None:
+    """RFC 3261 §17.2.1 / §16: a retransmitted INVITE reaches the server transaction, which
+    re-sends its latest provisional; nothing new goes to the trunk."""
+    uas = sipp("uas_cancel.xml", "uas")  # rings, then waits for a CANCEL
+    gw = start_gateway([Trunk(uas.port)], overrides=PROXY_ONLY)
+    to = (gw.host, gw.port)
+    with UdpPeer() as dialer:
+        call_id, branch = _ids()
+        invite = dialer.invite(to, call_id=call_id, branch=branch)
+        first = dialer.collect(0.7)
+        assert [m.status for m in first] == [100, 180], [m.start_line for m in first]
+        dialer.send(invite, to)  # the same INVITE again, as a UDP retransmission
+        again = dialer.collect(0.7)
+        assert [m.status for m in again] == [180], [m.start_line for m in again]
+        assert again[0].header("To") == first[1].header("To")
+        req = parse_sip(invite)
+        dialer.send(
+            f"CANCEL {req.start_line.split()[1]} SIP/2.0\nVia: {req.vias[0]}\n"
+            f"Max-Forwards: 70\nFrom: {req.header('From')}\nTo: {req.header('To')}\n"
+            f"Call-ID: {call_id}\nCSeq: 1 CANCEL\nContent-Length: 0\n\n",
+            to,
+        )
+        final, _ = dialer.wait_final(3.0)
+        if final is not None and final.method == "CANCEL":
+            final, _ = dialer.wait_final(3.0)
+        assert final is not None and final.status == 487, final and show(final)
+        dialer.ack_for(invite, final, to)
+    time.sleep(0.3)
+    trunk = uas.stop()
+    assert len(trunk.received("INVITE")) == 1, "the retransmission was forwarded"
+    assert (trunk.successful, trunk.failed) == (1, 0), trunk.summary()
