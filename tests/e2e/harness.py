@@ -524,6 +524,11 @@ class Gateway:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> Gateway:
+        """Spawn sipguard and wait until it answers OPTIONS over UDP with 200."""
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self) -> Gateway:
+        """Write the config and start the process, without waiting for it."""
         self.config_path.write_text(to_toml(self.config))
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
@@ -535,6 +540,10 @@ class Gateway:
                 stderr=err,
                 start_new_session=True,
             )
+        return self
+
+    def wait_ready(self, timeout: float = 15.0) -> Gateway:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
