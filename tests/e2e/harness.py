@@ -155,7 +155,8 @@ _LIST_HEADERS = {"via", "route", "record-route", "contact", "allow", "supported"
 
 def split_header_values(value: str) -> list[str]:
     parts: list[str] = []
-    depth, quoted, current = 0, False, []
+    depth, quoted = 0, False
+    current: list[str] = []
     for ch in value:
         if ch == '"':
             quoted = not quoted
