@@ -39,7 +39,7 @@ from sipguard.store.sync import load_index, refresh, watch
 from sipguard.store.writer import AttemptRow, RecordWriter, decision_row
 from sipguard.transport.driver import CoreDriver
 from sipguard.transport.tcp import TcpPool
-from sipguard.transport.udp import UdpEndpoint, open_udp
+from sipguard.transport.udp import open_udp
 
 log = structlog.get_logger("sipguard")
 
@@ -133,20 +133,23 @@ class Gateway:
         pool = TcpPool(driver, core.settings.limits, connect_timeout=sip.failover_timeout)
         driver.senders["tcp"] = pool.send
         self._closers.append(pool.close)
-        udp: UdpEndpoint | None = None
-        for address in sip.addresses():
+        # No UDP socket yet: nothing can be sent that way (nor arrive) until one opens.
+        driver.senders["udp"] = lambda peer, _data: driver.transport_error(peer)
+        # UDP first and its sender at once: a datagram may arrive the moment a socket is
+        # bound, and its answer must have a way out while the TCP listeners still open.
+        addresses = sorted(sip.addresses(), key=lambda a: a.transport != "udp")
+        first_udp = True
+        for address in addresses:
             if address.transport == "udp":
                 transport, endpoint = await open_udp(driver, address.host, address.port,
                                                      sip.udp_buffer_bytes)
                 self._closers.append(transport.close)
-                udp = udp or endpoint
+                if first_udp:  # the first UDP socket is the one sipguard sends from
+                    driver.senders["udp"] = endpoint.send
+                    first_udp = False
             else:
                 server = await pool.listen(address.host, address.port)
                 self._closers.append(server.close)
-        if udp is not None:
-            driver.senders["udp"] = udp.send
-        else:
-            driver.senders["udp"] = lambda peer, _data: driver.transport_error(peer)
         self._closers.append(driver.close)
         log.info("sipguard.listening", listen=list(sip.listen),
                  trunks=[str(t.peer) for t in core.settings.trunks])
