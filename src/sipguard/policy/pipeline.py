@@ -36,10 +36,10 @@ if TYPE_CHECKING:
 class Context:
     """What the rules read; facts are fetched once, on first use (emergency calls need none).
 
-    The compliance rules add lazily computed slots: where the number rings (`location`),
-    the known addresses of its consent records (`addresses`), its consents screened for
-    this call (`screen`), and the campaign's pre-parsed settings (`prepared`). They are
-    filled by `rule_steps` on first use.
+    `prepared` holds the campaign's settings parsed once (`rule_steps.Prepared`). The
+    compliance rules add lazily computed slots: where the number rings (`location`), the
+    known addresses of its consent records (`addresses`) and its consents screened for this
+    call (`screen`); `rule_steps` fills them on first use.
     """
 
     __slots__ = ("_consents", "_memberships", "addresses", "attempt", "campaign", "consent",
@@ -52,7 +52,8 @@ class Context:
         campaign: CampaignConfig,
         policy: PolicyConfig,
         now: datetime,
-        counter: AttemptCounter | None = None,
+        counter: AttemptCounter | None,
+        prepared: Prepared,
     ) -> None:
         self.attempt = attempt
         self.facts = facts
@@ -66,7 +67,7 @@ class Context:
         self.location: Location | None = None
         self.addresses: tuple[Location, ...] | None = None
         self.screen: ConsentScreen | None = None
-        self.prepared: Prepared | None = None
+        self.prepared = prepared
         self.minute: int | None = None
 
     @property
@@ -122,13 +123,27 @@ class Outcome(NamedTuple):
 
 
 RuleFn = Callable[[Context], "Step | Outcome"]
+# A rule's answer known before the call is seen, or None: (campaign settings, whether the
+# frequency caps have a counter) -> the Step or Outcome `check` would return.
+KnownFn = Callable[["Prepared", bool], "Step | Outcome | None"]
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
+    """One rule of the pipeline. `fixed` and `bare` let the engine skip calling `check`
+    where its answer is known in advance (each must return exactly what `check` would):
+
+    * `fixed(prepared, counted)`: the same for every call of a campaign (caller ID when the
+      campaign lists none, wireless when it is not autodialed, ...);
+    * `bare(prepared, counted)`: for a number the store knows nothing about, neither a list
+      membership nor a consent record (most calls: every DNC rule passes).
+    """
+
     name: str
     check: RuleFn
     source: str  # the law, regulation or contract the rule carries out
+    fixed: KnownFn | None = None
+    bare: KnownFn | None = None
 
 
 # Decisions are immutable values, and most calls take one of a few paths (nothing found;

@@ -53,6 +53,9 @@ class Prepared:
     zero_cap: bool  # a configured cap allows no call at all
     extra_holidays: Mapping[str, Mapping[date, str]]
     autodialed: bool
+    require_consent: bool
+    emergency: frozenset[str]  # policy.emergency_numbers
+    emergency_longest: int  # longest emergency number with a strip prefix: longer never is one
 
 
 def prepare(campaign: CampaignConfig, policy: PolicyConfig, name: str) -> Prepared:
@@ -67,6 +70,8 @@ def prepare(campaign: CampaignConfig, policy: PolicyConfig, name: str) -> Prepar
         *(caps_mod.configured_cap(c.max_calls, c.period, c.scope, campaign=name)
           for c in campaign.caps),
     )
+    longest = max((len(n) for n in policy.emergency_numbers), default=0)
+    longest += max((len(p) for p in policy.strip_prefixes), default=0)
     holidays = {
         region: {date.fromisoformat(d): "declared holiday (policy.extra_holidays)" for d in days}
         for region, days in policy.extra_holidays.items()
@@ -80,6 +85,9 @@ def prepare(campaign: CampaignConfig, policy: PolicyConfig, name: str) -> Prepar
         zero_cap=any(c.max_calls == 0 for c in configured),
         extra_holidays=holidays,
         autodialed=campaign.autodialed,
+        require_consent=campaign.require_consent,
+        emergency=frozenset(policy.emergency_numbers),
+        emergency_longest=longest,
     )
 
 
@@ -95,26 +103,6 @@ def prepared_for(campaign: CampaignConfig, policy: PolicyConfig, name: str) -> P
             _PREPARED.clear()
         entry = _PREPARED[key] = (campaign, policy, prepare(campaign, policy, name))
     return entry[2]
-
-
-_last: tuple[CampaignConfig | None, PolicyConfig | None, str, Prepared | None] = (
-    None, None, "", None
-)
-
-
-def prepared(ctx: Context) -> Prepared:
-    global _last  # noqa: PLW0603 (one-entry memo: most calls are of the same campaign)
-    found = ctx.prepared
-    if found is None:
-        campaign, policy, name = ctx.campaign, ctx.policy, ctx.attempt.campaign
-        last = _last
-        if last[0] is campaign and last[1] is policy and last[2] == name and last[3]:
-            found = last[3]
-        else:
-            found = prepared_for(campaign, policy, name)
-            _last = (campaign, policy, name, found)
-        ctx.prepared = found
-    return found
 
 
 def minute(ctx: Context) -> int:
@@ -224,10 +212,14 @@ def outcome(r: RuleResult) -> Step | Outcome:
 
 
 def caller_id(ctx: Context) -> Step | Outcome:
-    allowed = prepared(ctx).caller_ids
+    allowed = ctx.prepared.caller_ids
     if not allowed:
         return _CALLER_SKIP
     return outcome(cr.check_caller_id(ctx.attempt.caller, allowed))
+
+
+def caller_id_fixed(prep: Prepared, counted: bool) -> Step | None:
+    return None if prep.caller_ids else _CALLER_SKIP
 
 
 _CALLER_SKIP = shared_step("caller-id", "skip", "campaign lists no caller IDs")
@@ -242,7 +234,7 @@ _WINDOWS: dict[tuple[int, int, tuple[geo.Location, ...]], tuple[Prepared, Step |
 
 def calling_window(ctx: Context) -> Step | Outcome:
     global _window_minute  # noqa: PLW0603 (a per-minute cache is module state by design)
-    prep = ctx.prepared or prepared(ctx)
+    prep = ctx.prepared
     loc = ctx.location or location(ctx)
     known = addresses(ctx) if ctx.consents else ()
     this_minute = ctx.minute or minute(ctx)
@@ -300,6 +292,10 @@ def internal_dnc(ctx: Context) -> Step | Outcome:
 _INTERNAL_PASS = shared_step("internal-dnc", "pass")
 
 
+def internal_dnc_bare(prep: Prepared, counted: bool) -> Step:
+    return _INTERNAL_PASS
+
+
 # -- national and state registries --------------------------------------------------------
 
 
@@ -334,6 +330,10 @@ def national_state_dnc(ctx: Context) -> Step | Outcome:
 
 
 _NATIONAL_PASS = shared_step("national-state-dnc", "pass")
+
+
+def national_state_dnc_bare(prep: Prepared, counted: bool) -> Step:
+    return _NATIONAL_PASS
 
 
 # -- list freshness (safe harbor: 47 CFR 64.1200(c)(2)(i)(D); data/consent_rules.toml) ---
@@ -388,11 +388,15 @@ def reassigned(ctx: Context) -> Step | Outcome:
 _NOT_REASSIGNED = shared_step("reassigned", "skip", "not on a reassigned-numbers list")
 
 
+def reassigned_bare(prep: Prepared, counted: bool) -> Step:
+    return _NOT_REASSIGNED
+
+
 # -- wireless numbers (47 U.S.C. 227(b)(1)(A)(iii); 47 CFR 64.1200(a)(1)-(2)) -------------
 
 
 def wireless(ctx: Context) -> Step | Outcome:
-    prep = prepared(ctx)
+    prep = ctx.prepared
     if not prep.autodialed:
         return _NOT_AUTODIALED
     callee = ctx.attempt.callee or ""
@@ -400,6 +404,10 @@ def wireless(ctx: Context) -> Step | Outcome:
     mobile_type = ctx.policy.wireless_from_number_type and not callee.startswith("+1")
     is_wireless = cr.is_wireless(callee, ctx.memberships, mobile_type=mobile_type)
     return outcome(cr.check_wireless(is_wireless, True, prep.purpose, screen(ctx)))
+
+
+def wireless_fixed(prep: Prepared, counted: bool) -> Step | None:
+    return None if prep.autodialed else _NOT_AUTODIALED
 
 
 _NOT_AUTODIALED = shared_step("wireless", "skip", "campaign not autodialed")
@@ -412,7 +420,7 @@ def require_consent(ctx: Context) -> Step | Outcome:
     """The campaign's own rule (`campaigns.NAME.require_consent`), e.g. for autodialled or
     prerecorded calls that need prior express consent (47 CFR 64.1200(a)(1)-(3)) or GDPR
     Art. 6(1)(a) processing. Why it fails is told apart: reassigned, revoked, expired, none."""
-    if not ctx.campaign.require_consent:
+    if not ctx.prepared.require_consent:
         return _CONSENT_SKIP
     consent = ctx.consent
     if consent is None or consent.type not in AFFIRMATIVE:
@@ -427,6 +435,15 @@ def require_consent(ctx: Context) -> Step | Outcome:
     return Outcome(Action.BLOCK, reason, found.failure_detail(), dynamic=True)
 
 
+def require_consent_fixed(prep: Prepared, counted: bool) -> Step | None:
+    return None if prep.require_consent else _CONSENT_SKIP
+
+
+def require_consent_bare(prep: Prepared, counted: bool) -> Step | Outcome:
+    """No consent record at all: nothing to screen, nothing void."""
+    return _NO_CONSENT if prep.require_consent else _CONSENT_SKIP
+
+
 _CONSENT_SKIP = shared_step("require-consent", "skip", "campaign does not require consent")
 _NO_CONSENT = Outcome(Action.BLOCK, Reason.NO_CONSENT, "no consent on record")
 
@@ -438,7 +455,7 @@ def frequency_cap(ctx: Context) -> Step | Outcome:
     counter = ctx.counter
     if counter is None:
         return _NO_COUNTER
-    prep = ctx.prepared or prepared(ctx)
+    prep = ctx.prepared
     callee = ctx.attempt.callee or ""
     if callee not in counter and not prep.zero_cap:
         return _NEVER_CALLED
@@ -447,6 +464,10 @@ def frequency_cap(ctx: Context) -> Step | Outcome:
         callee, ctx.attempt.campaign, prep.purpose, located, counter, ctx.now,
         configured=prep.caps,
     ))
+
+
+def frequency_cap_fixed(prep: Prepared, counted: bool) -> Step | None:
+    return None if counted else _NO_COUNTER
 
 
 _NO_COUNTER = shared_step("frequency-cap", "skip", "no attempt counter")
