@@ -48,7 +48,6 @@ from sipguard.policy.model import (
 )
 from sipguard.policy.numbers import strip_separators
 from sipguard.policy.pipeline import (
-    SHARED_IDS,
     SHARED_LIMIT,
     Context,
     Outcome,
@@ -59,9 +58,6 @@ from sipguard.policy.pipeline import (
 from sipguard.policy.rule_steps import Prepared, prepared_for
 
 AFFIRMATIVE = rs.AFFIRMATIVE
-_SHARED_IDS = SHARED_IDS
-_SHARED_LIMIT = SHARED_LIMIT
-_DECISIONS: dict[tuple[object, ...], Decision] = {}
 
 __all__ = ["AFFIRMATIVE", "RULES", "Context", "Outcome", "Rule", "RuleFn", "decide",
            "shared_step", "with_rule"]
@@ -324,19 +320,24 @@ def _final(ctx: Context, trail: list[Step], rule: str, outcome: Outcome) -> Deci
         step = shared_step(rule, text, outcome.detail)
     consent = ctx.consent.id if ctx.consent is not None and action is Action.ALLOW else None
     trail.append(step)
-    ids = tuple(map(id, trail))
-    # Shared only when every step is a long-lived one (then ids name them for good).
-    if outcome.opens_at is not None or not _SHARED_IDS.issuperset(ids):
-        return Decision(
-            action, outcome.reason, rule, tuple(trail), outcome.opens_at, consent_id=consent
-        )
-    key = (ids, outcome.reason, consent)
-    decision = _DECISIONS.get(key)
-    if decision is None:
-        decision = Decision(action, outcome.reason, rule, tuple(trail), consent_id=consent)
-        if len(_DECISIONS) < _SHARED_LIMIT:
-            _DECISIONS[key] = decision
+    steps = tuple(trail)
+    # Most calls end as an earlier call with the same last step did, with the very same
+    # (shared) steps: that Decision is reused. Comparing the trails costs little when the
+    # steps are the same objects; building a frozen Decision costs more.
+    last = _LAST.get(id(step))
+    if (
+        last is not None and last.trail == steps and last.reason is outcome.reason
+        and last.action is action and last.consent_id == consent
+        and last.opens_at == outcome.opens_at
+    ):
+        return last
+    decision = Decision(action, outcome.reason, rule, steps, outcome.opens_at, consent)
+    if not outcome.dynamic and len(_LAST) < SHARED_LIMIT:  # keyed by shared steps only
+        _LAST[id(step)] = decision  # the Decision holds the step: its id stays its own
     return decision
+
+
+_LAST: dict[int, Decision] = {}  # id(last step) -> the latest Decision ending with it
 
 
 _ACTION_TEXT = {a: a.value for a in Action}

@@ -146,13 +146,12 @@ class Rule:
     bare: KnownFn | None = None
 
 
-# Decisions are immutable values, and most calls take one of a few paths (nothing found;
-# on the national list; ...). Steps and Decisions of those paths are made once and shared:
-# building frozen dataclasses is a large part of a decision's cost. Both tables only grow,
-# up to a bound, so an id() in them always names the same live object.
+# Steps are immutable values, and most calls take one of a few paths (nothing found; on
+# the national list; ...). The steps of those paths are made once and shared: building
+# frozen dataclasses is a large part of a decision's cost. The table only grows, up to a
+# bound.
 SHARED_LIMIT = 4096
 _STEPS: dict[tuple[str, str, str], Step] = {}
-SHARED_IDS: set[int] = set()
 
 
 def shared_step(rule: str, outcome: str, detail: str = "") -> Step:
@@ -163,5 +162,4 @@ def shared_step(rule: str, outcome: str, detail: str = "") -> Step:
         step = Step(rule, outcome, detail)
         if len(_STEPS) < SHARED_LIMIT:
             _STEPS[key] = step
-            SHARED_IDS.add(id(step))
     return step

@@ -237,7 +237,7 @@ def calling_window(ctx: Context) -> Step | Outcome:
     prep = ctx.prepared
     loc = ctx.location or location(ctx)
     known = addresses(ctx) if ctx.consents else ()
-    this_minute = ctx.minute or minute(ctx)
+    this_minute = minute(ctx)
     if this_minute != _window_minute or len(_WINDOWS) >= _WINDOW_LIMIT:
         _WINDOWS.clear()
         _window_minute = this_minute
@@ -340,25 +340,28 @@ def national_state_dnc_bare(prep: Prepared, counted: bool) -> Step:
 
 _stale_key: tuple[object, ...] = ()
 _stale_detail: str | None = None
+_stale_warning = shared_step(freshness.RULE, "pass")  # the "warn" step of that detail
 
 
 def stale_list(ctx: Context) -> Step | Outcome:
     """A national list the campaign checks is older than its safe-harbor limit: a trail
     warning, or with `stale_list = "block"` a block unless a DNC override applies. The
     catalogue is read once a minute (a refresh shows within a minute; ages are in days)."""
-    global _stale_key, _stale_detail  # noqa: PLW0603 (per-minute cache, see above)
+    global _stale_key, _stale_detail, _stale_warning  # noqa: PLW0603 (per-minute cache)
     policy, facts, wanted = ctx.policy, ctx.facts, ctx.campaign.lists
     key = (minute(ctx), facts, policy, wanted)
     if key != _stale_key:  # identity first: a tuple compare is cheap when the same objects
         lists = facts.lists()
         names = [i.name for i in lists if i.name in wanted or i.kind in wanted]
         _stale_detail = _stale(names, lists, ctx.now, policy.default_region)
+        if _stale_detail is not None:
+            _stale_warning = shared_step(freshness.RULE, "pass", f"warning: {_stale_detail}")
         _stale_key = key
     detail = _stale_detail
     if detail is None:
         return _FRESH
     if policy.stale_list == "warn":
-        return shared_step(freshness.RULE, "pass", f"warning: {detail}")
+        return _stale_warning
     if cr.dnc_override(screen(ctx)) is not None:
         return shared_step(freshness.RULE, "skip", f"DNC override applies; {detail}")
     return Outcome(Action.BLOCK, Reason.DNC_NATIONAL, f"stale_list = block: {detail}")
