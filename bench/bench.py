@@ -752,6 +752,9 @@ def run_sipguard(env: Env, plan: Plan, dnc: Path, size: int, probe_number: str,
     if took is None:
         return res
     log(f"sipguard: imported in {took:.1f} s; starting serve")
+    rev = run_cmd(["git", "log", "-1", "--format=%h"], cwd=ROOT).stdout.strip()
+    dirty = run_cmd(["git", "status", "--porcelain", "--", "src"], cwd=ROOT).stdout.strip()
+    res.extra["sipguard tree when serve started"] = rev + (" (+ uncommitted src)" if dirty else "")
     t0 = time.monotonic()
     proc = Proc("sipguard", sipguard_argv("serve", "-c", str(cfg)), env.out / "sipguard.log",
                 env=sipguard_env(), cwd=ROOT)
@@ -903,7 +906,7 @@ def conditions(start: tuple[int, int, int], end: tuple[int, int, int], load0: st
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
         f"- SIPp: {next((ln.strip() for ln in sipp_v.splitlines() if 'SIPp' in ln), '?')}; "
         f"Kamailio: {kam_v.splitlines()[0] if kam_v else '?'}",
-        f"- sipguard tree: {rev}",
+        f"- tree when the report was written: {rev}",
         f"- run took {wall / 60:.1f} min; whole-machine CPU busy {busy:.0f}% on average, "
         f"steal {steal:.1f}%; load average at start {load0}, at end "
         f"{Path('/proc/loadavg').read_text().split()[:3]}",
