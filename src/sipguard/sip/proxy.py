@@ -24,6 +24,7 @@ from sipguard.sip.message import (
 from sipguard.sip.parser import DEFAULT_LIMITS, Limits, MessageError, parse_message
 from sipguard.sip.peer import Peer
 from sipguard.sip.routing import (
+    LOCAL_TAG_PREFIX,
     OWN_BRANCH,
     Identity,
     Trunk,
@@ -424,7 +425,8 @@ class ProxyCore:
         if tx is not None and tx.state in (State.COMPLETED, State.CONFIRMED):
             tx.handle(Event.ACK, now)  # the ACK of a non-2xx final stops here (§16.7)
             return
-        if req.tag("to") == self._stateless_tag(req):
+        to_tag = req.tag("to") or ""
+        if to_tag.startswith(LOCAL_TAG_PREFIX) and to_tag == self._stateless_tag(req):
             return  # the ACK of a final response sipguard sent statelessly (403, 483 ...)
         # The ACK of a 2xx is its own transaction: forwarded statelessly in the dialog.
         req, rr_params = pop_own_routes(stamp_received(req, source), self.settings.me)

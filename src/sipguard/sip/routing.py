@@ -93,9 +93,12 @@ def own_branch(base: str, attempt: int) -> str:
     return f"{OWN_BRANCH}{base}.{attempt}"
 
 
+LOCAL_TAG_PREFIX = "sg"
+
+
 def local_tag(base: str) -> str:
     """To-tag for responses sipguard itself generates (deterministic per transaction)."""
-    return "sg" + base[:10]
+    return LOCAL_TAG_PREFIX + base[:10]
 
 
 def pop_own_routes(
