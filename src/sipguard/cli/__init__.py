@@ -12,7 +12,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from sipguard.errors import ConfigError, SipguardError, UsageError
+from sipguard.config import Config
+from sipguard.errors import ConfigError, PolicyError, SipguardError, UsageError
+from sipguard.store.importer import normalize_number
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # final flush of stdout go nowhere rather than print a second error).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def e164_argument(config: Config, text: str) -> str:
+    """A number given on the command line, as E.164 (one clear error when it is not one)."""
+    number = normalize_number(text, config.policy.default_region)
+    if number is None:
+        raise PolicyError(
+            f"{text!r} is not a valid phone number (default region "
+            f"{config.policy.default_region})"
+        )
+    return number
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

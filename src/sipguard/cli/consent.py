@@ -11,13 +11,12 @@ import json
 import sys
 from zoneinfo import ZoneInfoNotFoundError
 
-from sipguard.cli import add_config_option
-from sipguard.config import Config, load_config
+from sipguard.cli import add_config_option, e164_argument
+from sipguard.config import load_config
 from sipguard.errors import PolicyError
 from sipguard.policy.geo import region_zones, zone_info
 from sipguard.policy.model import Consent, ConsentType
 from sipguard.store.codec import parse_user_time
-from sipguard.store.importer import normalize_number
 from sipguard.store.session import open_store, run, tell_server
 
 TYPES = [t.value for t in ConsentType]
@@ -56,19 +55,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.set_defaults(func=cmd_list)
 
 
-def _e164(config: Config, text: str) -> str:
-    number = normalize_number(text, config.policy.default_region)
-    if number is None:
-        raise PolicyError(
-            f"{text!r} is not a valid phone number (default region "
-            f"{config.policy.default_region})"
-        )
-    return number
-
-
 def cmd_grant(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    number = _e164(config, args.number)
+    number = e164_argument(config, args.number)
     expires = parse_user_time("--expires", args.expires) if args.expires else None
     granted = parse_user_time("--granted-at", args.granted_at) if args.granted_at else None
     region, zone = _address(args.state, args.zone)
@@ -96,7 +85,7 @@ def cmd_grant(args: argparse.Namespace) -> int:
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    number = _e164(config, args.number)
+    number = e164_argument(config, args.number)
     at = parse_user_time("--at", args.at) if args.at else None
 
     async def write() -> list[Consent]:
@@ -117,7 +106,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    number = _e164(config, args.number)
+    number = e164_argument(config, args.number)
 
     async def read() -> list[Consent]:
         async with open_store(config) as store:

@@ -8,13 +8,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from sipguard.cli import add_config_option
+from sipguard.cli import add_config_option, e164_argument
 from sipguard.config import Config, load_config
-from sipguard.errors import PolicyError, SipguardError, UsageError
+from sipguard.errors import SipguardError, UsageError
 from sipguard.policy.model import ListKind
 from sipguard.store.codec import parse_user_time
 from sipguard.store.db import ImportResult, Store
-from sipguard.store.importer import ParseReport, normalize_number, parse_file
+from sipguard.store.importer import ParseReport, parse_file
 from sipguard.store.session import open_store, run, tell_server
 
 KINDS = [k.value for k in ListKind]
@@ -64,16 +64,6 @@ def _kind(name: str, given: str | None) -> ListKind | None:
     if given:
         return ListKind(given)
     return ListKind(name) if name in KINDS else None
-
-
-def _e164(config: Config, text: str) -> str:
-    number = normalize_number(text, config.policy.default_region)
-    if number is None:
-        raise PolicyError(
-            f"{text!r} is not a valid phone number (default region "
-            f"{config.policy.default_region})"
-        )
-    return number
 
 
 # -- import ---------------------------------------------------------------------------
@@ -183,7 +173,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def _single(args: argparse.Namespace, op: str) -> int:
     config = load_config(args.config)
-    number = _e164(config, args.number)
+    number = e164_argument(config, args.number)
     at = parse_user_time("--at", args.at) if args.at else None
     kind = _kind(args.list_name, getattr(args, "kind", None))
 

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Literal, Protocol
+from typing import Literal
 
-from sipguard.policy.model import ListKind, Reason
+from sipguard.policy.model import ListKind, ListMeta, Reason
 from sipguard.policy.rules_data import (
     RuleResult,
     blocked,
@@ -30,19 +30,6 @@ from sipguard.policy.rules_data import (
 RULE = "stale-list"
 StaleMode = Literal["warn", "block"]
 ALIASES = {"UK": "GB"}
-
-
-class ListInfo(Protocol):
-    """What the store knows about a list (see H3-requests: `Facts.lists()`)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def kind(self) -> ListKind: ...
-    @property
-    def jurisdiction(self) -> str | None: ...
-    @property
-    def refreshed_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +73,7 @@ def limit_for(jurisdiction: str | None, default_region: str) -> Limit | None:
     return limits().get(ALIASES.get(code, code))
 
 
-def freshness(info: ListInfo, now: datetime, default_region: str) -> Freshness | None:
+def freshness(info: ListMeta, now: datetime, default_region: str) -> Freshness | None:
     """How old a national list is against its limit; None for other kinds or jurisdictions
     without a shipped limit."""
     require_aware(now)
@@ -99,7 +86,7 @@ def freshness(info: ListInfo, now: datetime, default_region: str) -> Freshness |
     return Freshness(info.name, limit.jurisdiction, age, limit)
 
 
-def stale_lists(lists: Iterable[ListInfo], now: datetime, default_region: str) -> list[Freshness]:
+def stale_lists(lists: Iterable[ListMeta], now: datetime, default_region: str) -> list[Freshness]:
     """Stale national lists, for the warning `serve` logs at start and every hour."""
     out = []
     for info in lists:
@@ -111,7 +98,7 @@ def stale_lists(lists: Iterable[ListInfo], now: datetime, default_region: str) -
 
 def check_stale_list(
     campaign_lists: Sequence[str],
-    lists: Iterable[ListInfo],
+    lists: Iterable[ListMeta],
     mode: StaleMode,
     now: datetime,
     default_region: str,
