@@ -122,6 +122,7 @@ class Gate:
         self._reuse_entries = policy.reuse_entries
         self._recent: OrderedDict[tuple[str, str, str], tuple[float, Verdict]] = OrderedDict()
         self._blocks: dict[Reason, Block] = {}
+        self._opens_text: dict[datetime, str] = {}
 
     # -- the hook ------------------------------------------------------------------------
 
@@ -190,11 +191,11 @@ class Gate:
     ):
         """What the proxy core does with the INVITE for this decision (CONTRACT §4)."""
         if decision.action is Action.BLOCK:
-            if decision.opens_at is not None and now is not None:
-                return self._retry_later(decision.reason, decision.opens_at, now)
             block = self._blocks.get(decision.reason)
             if block is None:
                 block = self._blocks[decision.reason] = self._block(decision.reason)
+            if decision.opens_at is not None and now is not None:
+                return self._retry_later(block, decision.opens_at, now)
             return block
         key = (decision.action, decision.reason)
         head = self._tags.get(key)
@@ -218,13 +219,18 @@ class Gate:
             Header.make("Warning", f'399 {self._warn_host} "{reason.value}"'),
         ))
 
-    def _retry_later(self, reason: Reason, opens_at: datetime, now: datetime) -> Block:
+    def _retry_later(self, block: Block, opens_at: datetime, now: datetime) -> Block:
         """A call outside its calling window: the block response also says, in a
         Retry-After (RFC 3261 §20.33 allows it on 603), when the window opens; a dialer
         that honours it reschedules instead of retrying at once."""
-        block = self._blocks.get(reason) or self._block(reason)
         seconds = max(0, math.ceil((opens_at - now).total_seconds()))
-        opens = opens_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        opens = self._opens_text.get(opens_at)
+        if opens is None:  # a few openings per minute: format each once
+            if len(self._opens_text) >= 1024:
+                self._opens_text.clear()
+            opens = self._opens_text[opens_at] = opens_at.astimezone(UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
         retry = Header.make("Retry-After", f"{seconds} (calling window opens {opens})")
         return Block(block.status, block.reason, (retry, *block.headers))
 
