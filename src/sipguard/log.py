@@ -14,12 +14,13 @@ Setup order in `serve`: `configure_logging(config)`, then `decision_log(config)`
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
 import secrets
 import stat
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -158,16 +159,28 @@ def decision_event(
 
 
 class DecisionLog:
-    """The gate's `emit` target for the log: one `call.decision` line per decision."""
+    """The gate's `emit` target for the log: one `call.decision` line per decision.
 
-    __slots__ = ("_log", "pseudonymize")
+    While the JSON configuration `configure_logging` made is in force, the event goes
+    straight through its processors to its writer: the same line, without a bound
+    logger's per-call work (about a third of a logged call's cost). Any other
+    configuration (console format, a level above info, `structlog.testing.capture_logs`,
+    an injected logger) gets the event through structlog as usual.
+    """
+
+    __slots__ = ("_injected", "_log", "pseudonymize")
 
     def __init__(self, pseudonymize: Pseudonymizer | None, logger: Any = None) -> None:
         self.pseudonymize = pseudonymize
+        self._injected = logger is not None
         self._log = logger if logger is not None else structlog.get_logger("sipguard.decision")
 
     def __call__(self, record: DecisionRecord) -> None:
         event = decision_event(record, self.pseudonymize)
+        direct = _direct
+        if direct is not None and not self._injected and direct.in_force():
+            direct.write(event)
+            return
         del event["event"]
         self._log.info(DECISION_EVENT, **event)
 
@@ -202,6 +215,42 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _dumps(obj: Any, *, default: Callable[[Any], Any] | None = None) -> str:
+    """`json.dumps(obj, default=default)`, same text, with the C encoder made once per
+    `default` instead of once per line (json.dumps builds a JSONEncoder when given one)."""
+    encode = _ENCODERS.get(default)
+    if encode is None:
+        encode = _ENCODERS[default] = json.JSONEncoder(default=default).encode
+    return encode(obj)
+
+
+_ENCODERS: dict[Callable[[Any], Any] | None, Callable[[Any], str]] = {}
+
+
+class _DirectWrite:
+    """The configured JSON pipeline, run without a bound logger (see `DecisionLog`)."""
+
+    __slots__ = ("_processors", "_write")
+
+    def __init__(self, processors: list[Any], write: Callable[[str], None]) -> None:
+        self._processors = processors
+        self._write = write
+
+    def in_force(self) -> bool:
+        return structlog.get_config()["processors"] is self._processors
+
+    def write(self, event: dict[str, Any]) -> None:
+        # What structlog does for `info(**event)`: each processor in turn, then the
+        # logger's write (under its lock, flushed); the event dict is ours to consume.
+        out: Any = event
+        for processor in self._processors:
+            out = processor(None, "info", out)
+        self._write(out)
+
+
+_direct: _DirectWrite | None = None
+
+
 def open_log_file(path: Path) -> TextIO:
     """Append to the log file (created 0600: it holds decision records), line-buffered."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,21 +262,25 @@ def configure_logging(config: Config, stream: TextIO | None = None) -> None:
     """structlog for `serve`: JSON or console lines to stdout or `[log] file`."""
     if stream is None:
         stream = open_log_file(config.resolve(config.log.file)) if config.log.file else sys.stdout
+    global _direct  # noqa: PLW0603 (structlog's configuration is process state too)
     renderer: Any
-    if config.log.format == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    json_lines = config.log.format != "console"
+    if json_lines:
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     else:
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    processors: list[Any] = [
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        _shape,
+        renderer,
+    ]
+    level = logging.getLevelNamesMapping()[config.log.level.upper()]
+    writer = structlog.WriteLogger(stream)  # one writer (and lock) for every logger
     structlog.configure(
-        processors=[
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            _shape,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[config.log.level.upper()]
-        ),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=lambda *args: writer,
         cache_logger_on_first_use=True,
     )
+    _direct = _DirectWrite(processors, writer.msg) if json_lines and level <= logging.INFO else None
