@@ -168,18 +168,47 @@ def _override_for(e164: str) -> _Override | None:
     return None
 
 
+def _parse(e164: str) -> phonenumbers.PhoneNumber:
+    if len(e164) == 12 and e164.startswith("+1") and e164[2:].isdigit():
+        # NANP: the parse would only split '+1' off (a full parse costs ~12 µs per number).
+        return phonenumbers.PhoneNumber(country_code=1, national_number=int(e164[2:]))
+    return phonenumbers.parse(e164, None)
+
+
+def _region_and_type(parsed: phonenumbers.PhoneNumber, e164: str) -> tuple[str, int]:
+    """Numbering region and number type. In NANP both follow from the area code (regions
+    are assigned by NPA; toll-free, premium and personal numbers have NPAs of their own),
+    so they are computed once per NPA."""
+    if parsed.country_code == 1 and len(e164) == 12:
+        return _nanp_npa(e164[:5], parsed)
+    return phonenumbers.region_code_for_number(parsed) or "", phonenumbers.number_type(parsed)
+
+
+_NPAS: dict[str, tuple[str, int]] = {}
+
+
+def _nanp_npa(npa: str, parsed: phonenumbers.PhoneNumber) -> tuple[str, int]:
+    found = _NPAS.get(npa)
+    if found is None:
+        found = _NPAS[npa] = (
+            phonenumbers.region_code_for_number(parsed) or "",
+            phonenumbers.number_type(parsed),
+        )
+    return found
+
+
 @lru_cache(maxsize=65536)
 def locate(e164: str) -> Location:
     """Country, regions and zones of an E.164 number (cached; pure)."""
     try:
-        parsed = phonenumbers.parse(e164, None)
+        parsed = _parse(e164)
     except phonenumbers.NumberParseException:
         return Location("", (), (), "unparseable")
-    numbering_region = phonenumbers.region_code_for_number(parsed) or ""
+    numbering_region, kind = _region_and_type(parsed, e164)
     territory = _territories().get(numbering_region)
     country = "US" if territory else numbering_region
     zones = {z for z in timezone.time_zones_for_number(parsed) if z != UNKNOWN_ZONE}
-    if phonenumbers.number_type(parsed) in NON_GEOGRAPHIC:
+    if kind in NON_GEOGRAPHIC:
         # toll-free and the like ring anywhere in the country (phonenumbers lists every zone
         # of the numbering plan, Guam to Bermuda): take the country's own regions' zones
         zones = set(country_zones(country))
@@ -187,7 +216,9 @@ def locate(e164: str) -> Location:
     if territory:
         regions: tuple[str, ...] = (territory,)
     else:
-        description = geocoder.description_for_number(parsed, "en")
+        # The number is valid (normalisation checked it): skip the re-validation that
+        # description_for_number does.
+        description = geocoder.description_for_valid_number(parsed, "en")
         regions = _regions_from_description(country, description) if description else ()
     source = "phonenumbers"
     override = _override_for(e164)
