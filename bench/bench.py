@@ -1150,7 +1150,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915
             scripts[name] = run_script(name, quick, 30 if quick else 900)
     cond = conditions(cpu0, system_cpu(), load0, time.monotonic() - wall0)
     md = report(results, size, plan, extra_rows, cond, quick, scripts)
-    name = "quick.md" if quick else "latest.md"
+    partial = bool(args.steps or args.size or args.step_seconds) or \
+        set(paths_wanted) != {"direct", "kamailio", "sipguard"}
+    name = "quick.md" if quick else ("partial.md" if partial else "latest.md")
     (out / name).write_text(md)
     (out / (name[:-3] + ".json")).write_text(json.dumps({
         n: {"max_rate": p.max_rate, "cpu_us_fixed": p.cpu_us_fixed, "cpu_us_max": p.cpu_us_max,
