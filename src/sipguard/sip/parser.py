@@ -84,12 +84,12 @@ def _split(head: bytes, body: bytes, limits: Limits) -> Message:
     first = lines[0]
     if not first or first[:1] in b" \t":
         raise ProtocolError("leading whitespace before the start line")
-    if len(first) > limits.max_line:
-        raise ProtocolError("start line too long")
+    # Per-line limits only need checking when the whole section could break them.
+    if len(head) > limits.max_line and max(map(len, lines)) > limits.max_line:
+        raise ProtocolError("start line too long" if len(first) > limits.max_line
+                            else "header line too long")
     headers: list[Header] = []
     for line in lines[1:]:
-        if len(line) > limits.max_line:
-            raise ProtocolError("header line too long")
         if line[:1] in (b" ", b"\t"):
             if not headers:
                 raise ProtocolError("continuation line before any header")
@@ -102,8 +102,8 @@ def _split(head: bytes, body: bytes, limits: Limits) -> Message:
         raw_name = line[:colon]
         name = _NAMES.get(raw_name) or _header_name(raw_name)
         headers.append(_new_header(Header, (name, line, colon)))
-        if len(headers) > limits.max_headers:
-            raise ProtocolError("too many header fields")
+    if len(headers) > limits.max_headers:
+        raise ProtocolError("too many header fields")
     text = decode(first)
     if text.startswith("SIP/"):
         return _response_line(text, tuple(headers), body)
