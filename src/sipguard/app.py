@@ -33,9 +33,8 @@ from sipguard.sip.uri import parse_trunk_uri
 from sipguard.sip.verdict import DecisionHook, allow_all
 from sipguard.store.control import remove_control, serve_control
 from sipguard.store.db import Store
-from sipguard.store.index import Index
 from sipguard.store.session import socket_path, store_path
-from sipguard.store.sync import load_index, refresh, watch
+from sipguard.store.sync import load_index, sync_now, watch
 from sipguard.store.writer import AttemptRow, RecordWriter, decision_row
 from sipguard.transport.driver import CoreDriver
 from sipguard.transport.tcp import TcpPool
@@ -228,7 +227,7 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         await gateway.start()
         stack.callback(gateway.close)
         control = socket_path(config)
-        server = await serve_control(control, lambda: _refresh(store, index))
+        server = await serve_control(control, lambda: sync_now(store, index))
         stack.callback(remove_control, control)
         stack.push_async_callback(server.wait_closed)
         stack.callback(server.close)
@@ -250,11 +249,6 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     log.info("sipguard.stopped")
-
-
-async def _refresh(store: Store, index: Index) -> None:
-    """A CLI write was committed: apply it before the CLI returns (CONTRACT §2)."""
-    await refresh(store, index)
 
 
 def _store_problem(message: str) -> None:
