@@ -4,8 +4,9 @@ wire, read from SIPp's message logs. Each returns nothing and fails with the evi
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
-from e2e.harness import Gateway, SipMessage, SippResult, param, via_sent_by
+from e2e.harness import Gateway, SipMessage, Sipp, SippResult, Trunk, param, via_sent_by
 
 CALLEE = "+12125551234"
 
@@ -18,6 +19,22 @@ def uac_args(calls: int, rate: int = 100, hold_ms: int = 100, limit: int = 200) 
     """SIPp UAC options: callee, call count, rate (calls/s), hold time, concurrent calls."""
     return ["-s", CALLEE, "-m", str(calls), "-r", str(rate), "-d", str(hold_ms),
             "-l", str(limit)]
+
+
+SIPP_MODE = {"udp": "u1", "tcp": "t1"}  # one socket / one connection per side
+
+
+def through_gateway(
+    start_gateway: Any, sipp: Any, uac: str, uas: str, leg: str, calls: int,
+    uas_args: tuple[str, ...] = (),
+) -> tuple[Gateway, Sipp, Sipp]:
+    """A SIPp trunk, a proxy-only sipguard in front of it and a SIPp dialer calling through
+    it over `leg` at 40 calls/s; the caller waits for (or stops) the two SIPps."""
+    mode = SIPP_MODE[leg]
+    trunk = sipp(uas, "uas", transport=mode, args=list(uas_args))
+    gw = start_gateway([Trunk(trunk.port, leg)], overrides=PROXY_ONLY)
+    dialer = sipp(uac, "uac", remote=gw.address, transport=mode, args=uac_args(calls, rate=40))
+    return gw, dialer, trunk
 
 
 def by_call(messages: list[SipMessage]) -> dict[str, list[SipMessage]]:

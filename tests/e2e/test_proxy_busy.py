@@ -13,15 +13,13 @@ import time
 import pytest
 
 from e2e.checks import (
-    PROXY_ONLY,
     assert_all_succeeded,
     assert_each_call_got,
     assert_hop_by_hop_ack,
     assert_invites_once,
     show,
-    uac_args,
+    through_gateway,
 )
-from e2e.harness import Trunk
 
 pytestmark = pytest.mark.e2e
 
@@ -30,11 +28,9 @@ CALLS = 12
 
 @pytest.mark.parametrize("leg", ["udp", "tcp"])
 def test_486_relayed_and_acked_hop_by_hop(start_gateway, sipp, leg: str) -> None:
-    mode = {"udp": "u1", "tcp": "t1"}[leg]
-    uas = sipp("uas_busy.xml", "uas", transport=mode)  # runs until stopped: sees strays
-    gw = start_gateway([Trunk(uas.port, leg)], overrides=PROXY_ONLY)
-    uac = sipp("uac_expect_486.xml", "uac", remote=gw.address, transport=mode,
-               args=uac_args(CALLS, rate=40))
+    # The trunk runs until stopped, so that it sees any stray message.
+    gw, uac, uas = through_gateway(start_gateway, sipp, "uac_expect_486.xml", "uas_busy.xml",
+                                   leg, CALLS)
     dialer = uac.wait(30)
     time.sleep(0.5)
     trunk = uas.stop()

@@ -13,7 +13,6 @@ import time
 import pytest
 
 from e2e.checks import (
-    PROXY_ONLY,
     assert_all_succeeded,
     assert_each_call_got,
     assert_gateway_via,
@@ -21,9 +20,9 @@ from e2e.checks import (
     assert_invites_once,
     by_call,
     show,
-    uac_args,
+    through_gateway,
 )
-from e2e.harness import Trunk, options_ping
+from e2e.harness import options_ping
 
 pytestmark = pytest.mark.e2e
 
@@ -32,11 +31,9 @@ CALLS = 12
 
 @pytest.mark.parametrize("leg", ["udp", "tcp"])
 def test_cancel_during_ringing(start_gateway, sipp, leg: str) -> None:
-    mode = {"udp": "u1", "tcp": "t1"}[leg]
-    uas = sipp("uas_cancel.xml", "uas", transport=mode)  # runs until stopped: sees strays
-    gw = start_gateway([Trunk(uas.port, leg)], overrides=PROXY_ONLY)
-    uac = sipp("uac_cancel.xml", "uac", remote=gw.address, transport=mode,
-               args=uac_args(CALLS, rate=40))
+    # The trunk runs until stopped, so that it sees any stray message.
+    gw, uac, uas = through_gateway(start_gateway, sipp, "uac_cancel.xml", "uas_cancel.xml", leg,
+                                   CALLS)
     dialer = uac.wait(30)  # each call lingers 1 s after its ACK
     time.sleep(0.5)
     trunk = uas.stop()

@@ -10,15 +10,13 @@ from __future__ import annotations
 import pytest
 
 from e2e.checks import (
-    PROXY_ONLY,
     assert_all_succeeded,
     assert_gateway_via,
     assert_invites_once,
     by_call,
     show,
-    uac_args,
+    through_gateway,
 )
-from e2e.harness import Trunk
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +25,8 @@ CALLS = 12
 
 @pytest.mark.parametrize("leg", ["udp", "tcp"])
 def test_reinvite_and_callee_hangup(start_gateway, sipp, leg: str) -> None:
-    mode = {"udp": "u1", "tcp": "t1"}[leg]
-    uas = sipp("uas_dialog.xml", "uas", transport=mode, args=["-m", str(CALLS)])
-    gw = start_gateway([Trunk(uas.port, leg)], overrides=PROXY_ONLY)
-    uac = sipp("uac_dialog.xml", "uac", remote=gw.address, transport=mode,
-               args=uac_args(CALLS, rate=40))
+    gw, uac, uas = through_gateway(start_gateway, sipp, "uac_dialog.xml", "uas_dialog.xml", leg,
+                                   CALLS, uas_args=("-m", str(CALLS)))
     dialer = uac.wait(30)
     trunk = uas.wait(10)
 
