@@ -10,7 +10,7 @@ import pytest
 from sipguard.sip.message import Header, Request, Response
 from sipguard.sip.parser import parse_message
 from sipguard.sip.peer import Peer
-from sipguard.sip.proxy import Problem, ProxyCore, ProxySettings
+from sipguard.sip.proxy import Problem, ProxyCore, ProxySettings, TransactionDone
 from sipguard.sip.routing import Identity, Trunk, retarget
 from sipguard.sip.uri import parse_trunk_uri
 from sipguard.sip.verdict import Allow, Block, Verdict
@@ -491,3 +491,18 @@ def test_request_uri_is_kept_unless_the_trunk_asks_for_its_host() -> None:
 ])
 def test_retarget(uri: str, expected: str) -> None:
     assert retarget(uri, parse_trunk_uri("t", "sip:trunk.example:5080")) == expected
+
+
+def test_finished_transactions_are_reported_when_tracing() -> None:
+    pair = Pair(trace=True)
+    fwd = pair.feed(DIALER, invite())[TRUNK1][0]
+    assert isinstance(fwd, Request)
+    pair.feed(TRUNK1, response_to(fwd, 486, "Busy Here"))
+    dialer_ack = invite().replace("INVITE sip", "ACK sip", 1).replace("1 INVITE", "1 ACK")
+    pair.feed(DIALER, dialer_ack)
+    pair.now += 10.0
+    pair.core.handle_timer(pair.now)
+    done = [e for e in pair.core.events() if isinstance(e, TransactionDone)]
+    assert [(d.method, d.call_id, d.status, d.source) for d in done] == [
+        ("INVITE", "call-1@10.1.0.5", 486, DIALER)
+    ]
