@@ -14,7 +14,7 @@ from sipguard.errors import SipguardError, UsageError
 from sipguard.policy.model import ListKind
 from sipguard.store.codec import parse_user_time
 from sipguard.store.db import ImportResult, Store
-from sipguard.store.importer import ParseReport, parse_file
+from sipguard.store.importer import FORMATS, ParseReport, parse_file
 from sipguard.store.session import open_store, run, tell_server
 
 KINDS = [k.value for k in ListKind]
@@ -30,7 +30,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _list_options(imp)
     imp.add_argument("--kind", choices=KINDS, help="list kind (default: the name, if a kind)")
     imp.add_argument("--jurisdiction", help="where the list applies, e.g. US-FL")
-    imp.add_argument("--format", default="auto", choices=["auto", "federal", "csv", "e164"])
+    imp.add_argument(
+        "--format", default="auto", choices=FORMATS,
+        help="federal: 10-digit US numbers (or 'NPA,NXXXXXX'); e164: '+' numbers; csv: a "
+        "header naming the number column; blocks: NANP number blocks for a wireless list, "
+        "NPA-NXX-X thousands-blocks (212555-1, 212-555-1, 2125551) or NPA-NXX "
+        "ten-thousands-blocks (212-555, 212555); auto (default): from the file's first "
+        "line (blocks when every line is one)",
+    )
     imp.add_argument("--mode", default="replace", choices=["replace", "add", "remove"])
     imp.add_argument("--source", default=None, help="where the file came from")
     imp.add_argument("--refreshed-at", help="when the list was downloaded (default: now)")
@@ -80,13 +87,19 @@ def cmd_import(args: argparse.Namespace) -> int:
 async def _import(config: Config, args: argparse.Namespace, refreshed: datetime | None) -> int:
     kind = _kind(args.list_name, args.kind)
     async with open_store(config) as store:
-        await _check_target(store, args.list_name, kind, args.mode)
+        kind_now = await _check_target(store, args.list_name, kind, args.mode)
         started = time.perf_counter()
         progress = _Progress(args.file) if sys.stderr.isatty() else None
         report = parse_file(args.file, args.format, config.policy.default_region, progress)
         if progress:
             progress.done()
         parsed = time.perf_counter() - started
+        if report.format == "blocks" and kind_now is not ListKind.WIRELESS:
+            raise SipguardError(
+                f"{args.file!r} holds number blocks, which only a list of kind 'wireless' "
+                f"looks up; list {args.list_name!r} is "
+                + (f"of kind {kind_now.value!r}" if kind_now else "new: give --kind wireless")
+            )
         _report_bad(report)
         if report.bad and args.strict:
             raise SipguardError(
@@ -110,8 +123,11 @@ async def _import(config: Config, args: argparse.Namespace, refreshed: datetime 
     return 0
 
 
-async def _check_target(store: Store, name: str, kind: ListKind | None, mode: str) -> None:
-    """Fail before reading a big file if the write could not happen anyway."""
+async def _check_target(
+    store: Store, name: str, kind: ListKind | None, mode: str
+) -> ListKind | None:
+    """Fail before reading a big file if the write could not happen anyway; the kind the
+    list has or will have."""
     info = await store.get_list(name)
     if info is None and (kind is None or mode == "remove"):
         known = ", ".join(i.name for i in await store.lists()) or "none yet"
@@ -119,6 +135,7 @@ async def _check_target(store: Store, name: str, kind: ListKind | None, mode: st
         raise SipguardError(f"unknown list {name!r} (known lists: {known}){hint}")
     if info is not None and kind is not None and info.kind is not kind:
         raise SipguardError(f"list {name!r} is of kind {info.kind.value!r}, not {kind.value!r}")
+    return info.kind if info is not None else kind
 
 
 def _report_bad(report: ParseReport) -> None:

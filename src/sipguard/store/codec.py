@@ -7,6 +7,12 @@ serialized, 24 ms to deserialize, ~50 ns per membership test. The full registry 
 numbers over ~800 area codes) stays under ~2 bytes a number (array containers) and never
 above one bit per possible number (bitset containers), so about 0.5 GB.
 
+Wireless number blocks (NANP thousands-blocks NPA-NXX-X and ten-thousands-blocks NPA-NXX)
+share a list's bitmap with its numbers: a block's key is the integer of its E.164 digit
+prefix ('+1 212 555-1xxx' is 12125551, '+1 212 555-xxxx' is 1212555). A NANP number always
+has 11 digits after the '+', so no number key equals a block key; only lists of kind
+`wireless` look blocks up (`nanp_block_keys`).
+
 Times are ISO-8601 text in UTC, which SQLite sorts correctly as strings.
 """
 
@@ -21,6 +27,7 @@ from sipguard.errors import UsageError
 
 CHUNK_BYTES = 8 << 20  # one blob row; keeps every value far below SQLite's 1 GB limit
 MAX_E164 = 10**15  # 15 digits (ITU-T E.164 §6.1)
+NANP_KEY_LOW, NANP_KEY_HIGH = 10**10, 2 * 10**10 - 1  # '+1' and ten digits
 
 
 def number_key(e164: str) -> int | None:
@@ -30,6 +37,14 @@ def number_key(e164: str) -> int | None:
         return None
     key = int(digits)
     return key if key < MAX_E164 else None
+
+
+def nanp_block_keys(key: int) -> tuple[int, int] | None:
+    """The keys of the thousands-block and ten-thousands-block holding a NANP number's
+    key, or None for any other key."""
+    if NANP_KEY_LOW <= key <= NANP_KEY_HIGH:
+        return key // 1000, key // 10000
+    return None
 
 
 def key_number(key: int) -> str:

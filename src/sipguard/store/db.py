@@ -29,6 +29,7 @@ from sipguard.store import schema, sync
 from sipguard.store.codec import (
     bitmap_chunks,
     chunks_bitmap,
+    nanp_block_keys,
     number_key,
     time_text,
     utcnow,
@@ -342,9 +343,10 @@ class Store:
         for entry in await self.entries(info.id, info.entries_upto):
             latest[entry.number] = entry
         undo = "remove" if mode == "add" else "add"
+        blocks = info.kind is ListKind.WIRELESS
         for number, entry in latest.items():
             key = number_key(number)
-            if entry.op == undo and key is not None and key in numbers:
+            if entry.op == undo and key is not None and _covers(numbers, key, blocks):
                 entry_id = await self.run(
                     "INSERT INTO list_entries (list_id, number, op, at, source)"
                     " VALUES (?, ?, ?, ?, ?)",
@@ -470,6 +472,14 @@ def _restrict(file: Path) -> None:
         pass  # -wal/-shm come and go with connections
     except OSError as exc:
         raise StoreError(f"cannot restrict {str(file)!r} to mode 0600: {exc}") from None
+
+
+def _covers(numbers: BitMap64, key: int, blocks: bool) -> bool:
+    """`key` is in `numbers`, or (`blocks`: a wireless list) one of its NANP blocks is."""
+    if key in numbers:
+        return True
+    keys = nanp_block_keys(key) if blocks else None
+    return keys is not None and (keys[0] in numbers or keys[1] in numbers)
 
 
 def _batches(ids: Iterable[int], size: int = 500) -> list[tuple[int, ...]]:

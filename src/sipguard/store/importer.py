@@ -8,7 +8,12 @@ Formats:
 * `csv`: a header row naming the number column (phone, number, telephone, ...); each
   value goes through the same normalisation as a dialled number (`normalize_number`).
   A date column (disconnected_at, opted_out_at, date, ...) makes dated rows single
-  entries carrying that time: a reassigned number's disconnection, an opt-out's date.
+  entries carrying that time: a reassigned number's disconnection, an opt-out's date;
+* `blocks`: NANP number blocks for a `wireless` list, one a line: a thousands-block
+  NPA-NXX-X (7 digits: `212555-1`, `212-555-1`, `2125551`) or a ten-thousands-block
+  NPA-NXX (6 digits: `212-555`, `212555`). Keys are the blocks' E.164 digit prefixes
+  (`sipguard.store.codec`). Auto-detected when every line of the file's first 64 KiB is
+  one.
 
 Speed comes from doing per-line work in C: a block of the file is split with
 `bytes.split`, converted with `map(int, ...)`, range-checked with `min`/`max`, sorted and
@@ -28,6 +33,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +47,8 @@ from sipguard.errors import UsageError
 from sipguard.policy.numbers import Numbers
 from sipguard.store.codec import number_key
 
-Format = Literal["auto", "federal", "csv", "e164"]
+Format = Literal["auto", "federal", "csv", "e164", "blocks"]
+FORMATS: tuple[Format, ...] = ("auto", "federal", "csv", "e164", "blocks")
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
 BLOCK_BYTES = 4 << 20  # ~380k federal lines: the bitmap-build sweet spot measured
@@ -58,6 +65,11 @@ DATE_COLUMNS = (
     "listed_at", "date",
 )
 _FEDERAL_LINE = re.compile(rb"(?:(\d{3})\s*,\s*(\d{7})|(\d{10}))")
+# NPA-NXX[-X]: dashes optional; the NPA starts with 2-9 like a federal line's
+_BLOCK_LINE = re.compile(rb"([2-9]\d\d)-?(\d{3})(?:-?(\d))?")
+BLOCK_LOW, BLOCK_HIGH = 200_000, 9_999_999  # NPANXX (6 digits) .. NPANXXX (7 digits)
+BLOCK_7 = 1_000_000  # 7 digits (NPANXXX, a thousands-block) from here on
+BLOCK_KEY_6, BLOCK_KEY_7 = NANP_CC // 10_000, NANP_CC // 1000  # the '1' of '+1' in front
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -108,9 +120,21 @@ def detect_format(path: Path) -> Format:
         return "e164"
     if _FEDERAL_LINE.fullmatch(first):
         return "federal"
+    if _BLOCK_LINE.fullmatch(first):
+        if len(head) == 1 << 16:  # a cut last line is not a line of the file
+            head = head[: head.rfind(b"\n") + 1]
+        lines = [ln.strip() for ln in head.removeprefix(_BOM).splitlines()]
+        other = next((ln for ln in lines if ln and not _BLOCK_LINE.fullmatch(ln)), None)
+        if other is None:
+            return "blocks"
+        raise UsageError(
+            f"{str(path)!r} starts with a number block ({first[:40]!r}) but also has other "
+            f"lines ({other[:40]!r}); give --format blocks to import the blocks and list "
+            "the rest as bad lines"
+        )
     raise UsageError(
         f"cannot tell the format of {str(path)!r} from its first line {first[:40]!r}; "
-        "give --format federal, csv or e164"
+        "give --format federal, csv, e164 or blocks"
     )
 
 
@@ -123,7 +147,7 @@ def parse_file(
     if chosen == "csv":
         return _parse_csv(file, region, progress)
     report = ParseReport(chosen)
-    block_fn = _federal_block if chosen == "federal" else _e164_block
+    block_fn = {"federal": _federal_block, "blocks": _nanp_blocks}.get(chosen, _e164_block)
     parts: list[BitMap64] = []
     for line_no, block, done, total in _blocks(file):
         parts.append(block_fn(block, line_no, report))
@@ -242,6 +266,40 @@ def _e164_block(block: bytes, first_line: int, report: ParseReport) -> BitMap64:
             report.reject(first_line + offset, raw, "not an E.164 number ('+' and 7-15 digits)")
             continue
         keys.append(key)
+    report.good += len(keys)
+    return _bitmap(keys)
+
+
+def _block_key(digits: int) -> int:
+    """A block's key from its 6 (NPANXX) or 7 (NPANXXX) digits: '1' put in front."""
+    return digits + (BLOCK_KEY_7 if digits >= BLOCK_7 else BLOCK_KEY_6)
+
+
+def _nanp_blocks(block: bytes, first_line: int, report: ParseReport) -> BitMap64:
+    ints = _fast_ints(block, (b" ", b"\t", b"_", b"+", b"-", b",", b"\r0", b"\n0"))
+    if ints and not block.startswith(b"0"):  # no leading 0: the int has the line's digits
+        ints.sort()
+        # 6 digits are below BLOCK_7; 7 digits must not start with 1 (NPA 2-9)
+        seven = bisect_left(ints, BLOCK_7)
+        if ints[0] >= BLOCK_LOW and ints[-1] <= BLOCK_HIGH and (
+            seven == len(ints) or ints[seven] >= 2 * BLOCK_7
+        ):
+            report.good += len(ints)
+            keys = [i + BLOCK_KEY_6 for i in ints[:seven]]
+            keys += [i + BLOCK_KEY_7 for i in ints[seven:]]
+            return _bitmap(keys)
+    keys = []
+    for offset, raw in enumerate(block.split(b"\n")):
+        text = raw.strip()
+        if not text:
+            continue
+        match = _BLOCK_LINE.fullmatch(text)
+        if match is None:
+            report.reject(
+                first_line + offset, raw, "not a NANP block (NPA-NXX-X or NPA-NXX, NPA 2-9)"
+            )
+            continue
+        keys.append(_block_key(int(match[1] + match[2] + (match[3] or b""))))
     report.good += len(keys)
     return _bitmap(keys)
 

@@ -9,6 +9,11 @@ A list answers from two layers: the bulk bitmap of its current generation, and a
 of single entries newer than that generation (latest operation per number wins). A bitmap
 hit has no known listing time (`listed_at=None`, which the policy treats as the newest
 opt-out); an overlay add carries its entry time.
+
+A list of kind `wireless` may also hold NANP number blocks in its bitmap (keys in
+`sipguard.store.codec`): a NANP number not on it exactly is looked up again by its
+thousands-block and ten-thousands-block keys. Only those lists pay the two extra probes
+(`_BlockListState`); a single entry for the number itself still wins over its block.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pyroaring import BitMap64
 
 from sipguard.errors import StoreError
 from sipguard.policy.model import Consent, ListKind, Membership
-from sipguard.store.codec import number_key
+from sipguard.store.codec import NANP_KEY_HIGH, NANP_KEY_LOW, number_key
 
 _NONE: tuple[Membership, ...] = ()
 _NO_CONSENT: tuple[Consent, ...] = ()
@@ -78,6 +83,32 @@ class _ListState:
         return self.bulk_member if key in self.bitmap else None
 
 
+class _BlockListState(_ListState):
+    """A `wireless` list: its bitmap may also hold NANP thousands/ten-thousands blocks."""
+
+    __slots__ = ()
+
+    def lookup(self, number: str, key: int) -> Membership | None:
+        entry = self.overlay.get(number)
+        if entry is not None:
+            if entry.op == "remove":
+                return None
+            info = self.info
+            return Membership(info.name, info.kind, info.jurisdiction, entry.at, info.refreshed_at)
+        bitmap = self.bitmap
+        if key in bitmap or (
+            NANP_KEY_LOW <= key <= NANP_KEY_HIGH
+            and (key // 1000 in bitmap or key // 10000 in bitmap)
+        ):
+            return self.bulk_member
+        return None
+
+
+def _state(info: ListInfo, bitmap: BitMap64, overlay: dict[str, Entry]) -> _ListState:
+    cls = _BlockListState if info.kind is ListKind.WIRELESS else _ListState
+    return cls(info, bitmap, overlay)
+
+
 class Index:
     """Lists and consents in memory; answers `Facts` questions in about a microsecond.
 
@@ -132,7 +163,8 @@ class Index:
         return [state.info for state in self._order]
 
     def list_size(self, name: str) -> int:
-        """Numbers on a list now (bulk plus overlay adds minus overlay removes)."""
+        """Numbers on a list now (bulk plus overlay adds minus overlay removes); a wireless
+        list's number block counts as one."""
         state = self._by_name.get(name)
         if state is None:
             return 0
@@ -151,7 +183,7 @@ class Index:
         for entry in entries:
             if entry.id > info.entries_upto:
                 overlay[entry.number] = entry
-        self._install(_ListState(info, bitmap, overlay))
+        self._install(_state(info, bitmap, overlay))
 
     def set_info(self, info: ListInfo) -> None:
         """New metadata for a list whose bulk generation did not change."""
@@ -159,7 +191,7 @@ class Index:
         if old is None:
             self.set_list(info, BitMap64(), ())
         else:
-            self._install(_ListState(info, old.bitmap, old.overlay))
+            self._install(_state(info, old.bitmap, old.overlay))
 
     def generation_of(self, list_id: int) -> int | None:
         state = self._lists.get(list_id)
