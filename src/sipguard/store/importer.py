@@ -231,19 +231,14 @@ def _federal_block(block: bytes, first_line: int, report: ParseReport) -> BitMap
     if ints and min(ints) >= NANP_LOW and max(ints) <= NANP_HIGH and commas in (0, len(ints)):
         report.good += len(ints)
         return _bitmap(ints)
-    keys = []
-    for offset, raw in enumerate(block.split(b"\n")):
-        text = raw.strip()
-        if not text:
-            continue
-        match = _FEDERAL_LINE.fullmatch(text)
-        digits = (match[1] + match[2] if match[1] else match[3]) if match else b""
-        if not digits or digits[:1] in b"01":
-            report.reject(first_line + offset, raw, "not a 10-digit US number (NPA 2-9)")
-            continue
-        keys.append(int(digits))
-    report.good += len(keys)
-    return _bitmap(keys)
+    return _line_by_line(block, first_line, report, _federal_key,
+                         "not a 10-digit US number (NPA 2-9)")
+
+
+def _federal_key(text: bytes) -> int | None:
+    match = _FEDERAL_LINE.fullmatch(text)
+    digits = (match[1] + match[2] if match[1] else match[3]) if match else b""
+    return None if not digits or digits[:1] in b"01" else int(digits)
 
 
 def _e164_block(block: bytes, first_line: int, report: ParseReport) -> BitMap64:
@@ -256,18 +251,13 @@ def _e164_block(block: bytes, first_line: int, report: ParseReport) -> BitMap64:
     ):
         report.good += len(ints)
         return _bitmap(ints)
-    keys = []
-    for offset, raw in enumerate(block.split(b"\n")):
-        text = raw.strip()
-        if not text:
-            continue
-        key = number_key(text.decode("ascii", "replace"))
-        if key is None or key < E164_LOW:
-            report.reject(first_line + offset, raw, "not an E.164 number ('+' and 7-15 digits)")
-            continue
-        keys.append(key)
-    report.good += len(keys)
-    return _bitmap(keys)
+    return _line_by_line(block, first_line, report, _e164_key,
+                         "not an E.164 number ('+' and 7-15 digits)")
+
+
+def _e164_key(text: bytes) -> int | None:
+    key = number_key(text.decode("ascii", "replace"))
+    return None if key is None or key < E164_LOW else key
 
 
 def _block_key(digits: int) -> int:
@@ -288,18 +278,30 @@ def _nanp_blocks(block: bytes, first_line: int, report: ParseReport) -> BitMap64
             keys = [i + BLOCK_KEY_6 for i in ints[:seven]]
             keys += [i + BLOCK_KEY_7 for i in ints[seven:]]
             return _bitmap(keys)
+    return _line_by_line(block, first_line, report, _block_line_key,
+                         "not a NANP block (NPA-NXX-X or NPA-NXX, NPA 2-9)")
+
+
+def _block_line_key(text: bytes) -> int | None:
+    match = _BLOCK_LINE.fullmatch(text)
+    return None if match is None else _block_key(int(match[1] + match[2] + (match[3] or b"")))
+
+
+def _line_by_line(
+    block: bytes, first_line: int, report: ParseReport,
+    key_of: Callable[[bytes], int | None], problem: str,
+) -> BitMap64:
+    """The slow path of every format: line by line, each bad line reported with its number."""
     keys = []
     for offset, raw in enumerate(block.split(b"\n")):
         text = raw.strip()
         if not text:
             continue
-        match = _BLOCK_LINE.fullmatch(text)
-        if match is None:
-            report.reject(
-                first_line + offset, raw, "not a NANP block (NPA-NXX-X or NPA-NXX, NPA 2-9)"
-            )
+        key = key_of(text)
+        if key is None:
+            report.reject(first_line + offset, raw, problem)
             continue
-        keys.append(_block_key(int(match[1] + match[2] + (match[3] or b""))))
+        keys.append(key)
     report.good += len(keys)
     return _bitmap(keys)
 
