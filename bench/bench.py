@@ -582,6 +582,20 @@ def measure_path(env: Env, plan: Plan, res: PathResult, port: int, pids_of: Proc
         res.pss_after_mb = memory_mb(pids())[1]
 
 
+def wait_deciding(name: str, port: int, probe_number: str, size: int, proc: Proc, t0: float,
+                  res: PathResult) -> bool:
+    """Wait until the proxy answers a listed number with 603; record the load time."""
+    ready = probe_decline(port, probe_number, timeout=max(60, size / 1e5), proc=proc)
+    if ready is None or not proc.alive():
+        res.ok = False
+        res.error = f"{name} did not answer 603: {why_not(proc)}"
+        return False
+    res.load_s = ready - t0
+    log(f"{name}: deciding after {res.load_s:.1f} s")
+    time.sleep(1)
+    return True
+
+
 def why_not(proc: Proc) -> str:
     state = "still running" if proc.alive() else f"exited with {proc.popen.returncode}"
     with contextlib.suppress(OSError):
@@ -632,15 +646,8 @@ def run_kamailio(env: Env, plan: Plan, db: Path, size: int, probe_number: str) -
     t0 = time.monotonic()
     proc = Proc("kamailio", argv, env.out / "kamailio.log")
     try:
-        ready = probe_decline(env.ports["kamailio"], probe_number, timeout=max(60, size / 1e5),
-                              proc=proc)
-        if ready is None or not proc.alive():
-            res.ok = False
-            res.error = f"kamailio did not answer 603: {why_not(proc)}"
+        if not wait_deciding("kamailio", env.ports["kamailio"], probe_number, size, proc, t0, res):
             return res
-        res.load_s = ready - t0
-        log(f"kamailio: deciding after {res.load_s:.1f} s")
-        time.sleep(1)
         shm = kamailio_shm_used(ctl)
         if shm is not None:
             res.extra["shm used after load (MB)"] = round(shm, 1)
@@ -764,15 +771,8 @@ def run_sipguard(env: Env, plan: Plan, dnc: Path, size: int, probe_number: str,
         res.extra["clock"] = f"faketime '{FAKE_NOW}' (UTC)"
     env.decision_log = env.out / "sipguard-decisions.log"
     try:
-        ready = probe_decline(env.ports["sipguard"], probe_number, timeout=max(60, size / 1e5),
-                              proc=proc)
-        if ready is None or not proc.alive():
-            res.ok = False
-            res.error = f"sipguard did not answer 603: {why_not(proc)}"
+        if not wait_deciding("sipguard", env.ports["sipguard"], probe_number, size, proc, t0, res):
             return res
-        res.load_s = ready - t0
-        log(f"sipguard: deciding after {res.load_s:.1f} s")
-        time.sleep(1)
         measure_path(env, plan, res, env.ports["sipguard"], proc, blocks=True)
         if not proc.alive():
             res.error = f"sipguard exited with {proc.popen.returncode} during the run"
