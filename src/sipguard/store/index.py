@@ -13,7 +13,7 @@ opt-out); an overlay add carries its entry time.
 A list of kind `wireless` may also hold NANP number blocks in its bitmap (keys in
 `sipguard.store.codec`): a NANP number not on it exactly is looked up again by its
 thousands-block and ten-thousands-block keys. Only those lists pay the two extra probes
-(`_BlockListState`); a single entry for the number itself still wins over its block.
+(`_ListState.blocks`); a single entry for the number itself still wins over its block.
 """
 
 from __future__ import annotations
@@ -60,53 +60,34 @@ class Entry:
 
 
 class _ListState:
-    """One list: its metadata, bulk bitmap and overlay of newer single entries."""
+    """One list: its metadata, bulk bitmap and overlay of newer single entries. A `wireless`
+    list's bitmap may also hold NANP thousands/ten-thousands blocks (`blocks`)."""
 
-    __slots__ = ("bitmap", "bulk_member", "info", "overlay")
+    __slots__ = ("bitmap", "blocks", "bulk_member", "info", "overlay")
 
     def __init__(self, info: ListInfo, bitmap: BitMap64, overlay: dict[str, Entry]) -> None:
         self.info = info
         self.bitmap = bitmap
         self.overlay = overlay
+        self.blocks = info.kind is ListKind.WIRELESS
         # Built once: a bitmap hit returns this object, no allocation on the call path.
         self.bulk_member = Membership(
             info.name, info.kind, info.jurisdiction, None, info.refreshed_at
         )
 
-    def lookup(self, number: str, key: int) -> Membership | None:
-        entry = self.overlay.get(number)
-        if entry is not None:
-            if entry.op == "remove":
-                return None
-            info = self.info
-            return Membership(info.name, info.kind, info.jurisdiction, entry.at, info.refreshed_at)
-        return self.bulk_member if key in self.bitmap else None
+    def entry_member(self, entry: Entry) -> Membership | None:
+        """What a single entry for the number says (it wins over the bitmap)."""
+        if entry.op == "remove":
+            return None
+        info = self.info
+        return Membership(info.name, info.kind, info.jurisdiction, entry.at, info.refreshed_at)
 
-
-class _BlockListState(_ListState):
-    """A `wireless` list: its bitmap may also hold NANP thousands/ten-thousands blocks."""
-
-    __slots__ = ()
-
-    def lookup(self, number: str, key: int) -> Membership | None:
-        entry = self.overlay.get(number)
-        if entry is not None:
-            if entry.op == "remove":
-                return None
-            info = self.info
-            return Membership(info.name, info.kind, info.jurisdiction, entry.at, info.refreshed_at)
+    def in_block(self, key: int) -> bool:
+        """Whether a number's thousands- or ten-thousands-block is on the bitmap."""
         bitmap = self.bitmap
-        if key in bitmap or (
-            NANP_KEY_LOW <= key <= NANP_KEY_HIGH
-            and (key // 1000 in bitmap or key // 10000 in bitmap)
-        ):
-            return self.bulk_member
-        return None
-
-
-def _state(info: ListInfo, bitmap: BitMap64, overlay: dict[str, Entry]) -> _ListState:
-    cls = _BlockListState if info.kind is ListKind.WIRELESS else _ListState
-    return cls(info, bitmap, overlay)
+        return NANP_KEY_LOW <= key <= NANP_KEY_HIGH and (
+            key // 1000 in bitmap or key // 10000 in bitmap
+        )
 
 
 class Index:
@@ -133,11 +114,17 @@ class Index:
         key = number_key(number)
         if key is None:
             return _NONE
+        # Inlined per list (no method call): most numbers are on no list, and each list
+        # must be asked.
         found = _NONE
         for state in self._order:
-            hit = state.lookup(number, key)
-            if hit is not None:
-                found = (*found, hit)
+            entry = state.overlay.get(number)
+            if entry is not None:
+                hit = state.entry_member(entry)
+                if hit is not None:
+                    found = (*found, hit)
+            elif key in state.bitmap or (state.blocks and state.in_block(key)):
+                found = (*found, state.bulk_member)
         return found
 
     def consents(self, number: str) -> Sequence[Consent]:
@@ -183,7 +170,7 @@ class Index:
         for entry in entries:
             if entry.id > info.entries_upto:
                 overlay[entry.number] = entry
-        self._install(_state(info, bitmap, overlay))
+        self._install(_ListState(info, bitmap, overlay))
 
     def set_info(self, info: ListInfo) -> None:
         """New metadata for a list whose bulk generation did not change."""
@@ -191,7 +178,7 @@ class Index:
         if old is None:
             self.set_list(info, BitMap64(), ())
         else:
-            self._install(_state(info, old.bitmap, old.overlay))
+            self._install(_ListState(info, old.bitmap, old.overlay))
 
     def generation_of(self, list_id: int) -> int | None:
         state = self._lists.get(list_id)
