@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 import pytest
@@ -17,6 +18,7 @@ from phonenumbers.geodata import GEOCODE_DATA
 from phonenumbers.tzdata import TIMEZONE_DATA
 
 from sipguard.config import CampaignConfig, CapConfig, PolicyConfig
+from sipguard.errors import PolicyError
 from sipguard.policy import geo
 from sipguard.policy.caps import AttemptCounter
 from sipguard.policy.engine import RULES, decide
@@ -173,6 +175,18 @@ def test_the_window_cache_gives_each_call_its_own_minute() -> None:
                          ("2026-03-05 02:00:30", Reason.OUTSIDE_CALLING_WINDOW)):
         decision = decide(Attempt(NY, NY, None, "default", ""), facts, campaign, policy, utc(text))
         assert decision.reason is reason, text
+
+
+def test_the_minute_caches_read_now_as_an_instant_and_refuse_a_naive_one() -> None:
+    facts, campaign, policy = MemoryFacts(), CampaignConfig(), PolicyConfig()
+    attempt = Attempt(NY, NY, None, "default", "")
+    inside = utc("2026-03-05 01:59:00")  # 20:59 in New York
+    assert decide(attempt, facts, campaign, policy, inside).reason is Reason.NO_RESTRICTION
+    with pytest.raises(PolicyError):  # even within the minute the caches hold
+        decide(attempt, facts, campaign, policy, inside.replace(tzinfo=None))
+    local = utc("2026-03-05 02:00:00").astimezone(ZoneInfo("America/New_York"))
+    decision = decide(attempt, facts, campaign, policy, local)
+    assert decision.reason is Reason.OUTSIDE_CALLING_WINDOW
 
 
 def test_monitor_mode_flags_outside_the_window_with_opens_at() -> None:

@@ -42,12 +42,15 @@ from sipguard.policy.model import (
     Attempt,
     Decision,
     Facts,
-    ListKind,
     Reason,
     Step,
 )
 from sipguard.policy.numbers import strip_separators
 from sipguard.policy.pipeline import (
+    ALLOW,
+    BLOCK,
+    FLAG,
+    LITIGATOR,
     SHARED_LIMIT,
     Context,
     Outcome,
@@ -75,10 +78,10 @@ def emergency(ctx: Context) -> Step | Outcome:
         table = prep.emergency
         dialled = strip_separators(raw)
         if dialled in table:
-            return Outcome(Action.ALLOW, Reason.EMERGENCY, dialled, dynamic=True)
+            return Outcome(ALLOW, Reason.EMERGENCY, dialled, dynamic=True)
         for prefix in ctx.policy.strip_prefixes:
             if prefix and dialled.startswith(prefix) and dialled[len(prefix) :] in table:
-                return Outcome(Action.ALLOW, Reason.EMERGENCY, dialled, dynamic=True)
+                return Outcome(ALLOW, Reason.EMERGENCY, dialled, dynamic=True)
     return _EMERGENCY_PASS
 
 
@@ -93,7 +96,7 @@ _EMERGENCY_PASS = shared_step("emergency", "pass")
 def valid_number(ctx: Context) -> Step | Outcome:
     if ctx.attempt.callee is None:
         return Outcome(
-            Action.BLOCK, Reason.INVALID_NUMBER, repr(ctx.attempt.callee_raw), dynamic=True
+            BLOCK, Reason.INVALID_NUMBER, repr(ctx.attempt.callee_raw), dynamic=True
         )
     return _VALID_PASS
 
@@ -108,8 +111,8 @@ _VALID_PASS = shared_step("valid-number", "pass")
 
 def litigator(ctx: Context) -> Step | Outcome:
     for m in ctx.memberships:
-        if m.kind is ListKind.LITIGATOR and ctx.applies(m):
-            return Outcome(Action.BLOCK, Reason.LITIGATOR, m.list_name)
+        if m.kind is LITIGATOR and ctx.applies(m):
+            return Outcome(BLOCK, Reason.LITIGATOR, m.list_name)
     return _LITIGATOR_PASS
 
 
@@ -288,13 +291,13 @@ def decide(
     if consent is not None:
         reason = Reason.EBR if consent.type in EBR_TYPES else Reason.CONSENT
         what = consent.type.value if reason is Reason.EBR else "consent"
-        outcome = Outcome(Action.ALLOW, reason, f"{what} #{consent.id}", dynamic=True)
+        outcome = Outcome(ALLOW, reason, f"{what} #{consent.id}", dynamic=True)
     else:
         outcome = _NO_RESTRICTION
     return _final(ctx, trail, "allow", outcome)
 
 
-_NO_RESTRICTION = Outcome(Action.ALLOW, Reason.NO_RESTRICTION)
+_NO_RESTRICTION = Outcome(ALLOW, Reason.NO_RESTRICTION)
 
 
 def _run(ctx: Context, runs: tuple[Run, ...], trail: list[Step]) -> tuple[str, Outcome] | None:
@@ -311,14 +314,14 @@ def _run(ctx: Context, runs: tuple[Run, ...], trail: list[Step]) -> tuple[str, O
 
 def _final(ctx: Context, trail: list[Step], rule: str, outcome: Outcome) -> Decision:
     action = outcome.action
-    if action is Action.BLOCK and ctx.policy.mode == "monitor":
-        action = Action.FLAG
+    if action is BLOCK and ctx.policy.mode == "monitor":
+        action = FLAG
     text = _ACTION_TEXT[action]
     if outcome.dynamic:
         step = Step(rule, text, outcome.detail)
     else:
         step = shared_step(rule, text, outcome.detail)
-    consent = ctx.consent.id if ctx.consent is not None and action is Action.ALLOW else None
+    consent = ctx.consent.id if ctx.consent is not None and action is ALLOW else None
     trail.append(step)
     steps = tuple(trail)
     # Most calls end as an earlier call with the same last step did, with the very same

@@ -17,16 +17,25 @@ Each adapter turns a `RuleResult` into a trail `Step` (the pipeline goes on) or 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 
 from sipguard.config import CampaignConfig, PolicyConfig
 from sipguard.policy import caps as caps_mod
 from sipguard.policy import consent_rules as cr
 from sipguard.policy import freshness, geo, windows
-from sipguard.policy.model import Action, ConsentType, ListKind, ListMeta, Reason, Step
-from sipguard.policy.pipeline import Context, Outcome, shared_step
-from sipguard.policy.rules_data import RuleResult
+from sipguard.policy.model import ConsentType, ListMeta, Reason, Step
+from sipguard.policy.pipeline import (
+    BLOCK,
+    INTERNAL,
+    NATIONAL,
+    REASSIGNED,
+    STATE,
+    Context,
+    Outcome,
+    shared_step,
+)
+from sipguard.policy.rules_data import RuleResult, require_aware
 
 # Consent types that are a person's affirmative "yes" (47 CFR 64.1200(f)(9) prior express
 # written consent; prior express consent per the FCC's 1992 TCPA Order ¶31; GDPR Art. 4(11)).
@@ -105,11 +114,42 @@ def prepared_for(campaign: CampaignConfig, policy: PolicyConfig, name: str) -> P
     return entry[2]
 
 
-def minute(ctx: Context) -> int:
-    """The UTC minute of `now` (the calling-window and freshness caches are per minute)."""
-    found = ctx.minute
-    if found is None:
-        found = ctx.minute = int(ctx.now.timestamp()) // 60
+# -- the minute: what the calling-window and freshness rules cache ----------------------
+
+
+@dataclass(slots=True, eq=False)
+class Minute:
+    """One UTC minute of `now`, [start, end), and what holds for all of it: windows open and
+    close on whole local minutes in zones of whole-minute offsets (`windows.WindowState`),
+    and list ages are counted in days (a refresh shows within a minute)."""
+
+    start: datetime
+    end: datetime
+    # (id(prepared), id(location), known addresses) -> (prepared, the rule's answer)
+    windows: dict[tuple[int, int, tuple[geo.Location, ...]], tuple[Prepared, Step | Outcome]] = (
+        field(default_factory=dict)
+    )
+    stale_key: tuple[object, ...] = ()  # (facts, policy, campaign lists) `stale` is for
+    stale: tuple[str, Step] | None = None  # what is stale, and its "warn" step; None: fresh
+
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+_minute = Minute(_EPOCH, _EPOCH)
+_ONE_MINUTE = timedelta(minutes=1)
+
+
+def this_minute(ctx: Context) -> Minute:
+    """The caches for `now`'s minute (two datetime comparisons: `now.timestamp()` costs
+    more), a fresh set when `now` left the last one (either way: `check --at`)."""
+    global _minute  # noqa: PLW0603 (a per-minute cache is module state by design)
+    found, now = _minute, ctx.now
+    try:
+        if found.start <= now < found.end:
+            return found
+    except TypeError:  # a naive `now` against an aware bound: require_aware refuses it
+        pass
+    start = require_aware(now).astimezone(UTC).replace(second=0, microsecond=0)
+    found = _minute = Minute(start, start + _ONE_MINUTE)
     return found
 
 
@@ -204,7 +244,7 @@ def outcome(r: RuleResult) -> Step | Outcome:
     """A rule module's result as a pipeline step: a block stops, anything else goes on."""
     if r.blocked:
         assert r.reason is not None
-        return Outcome(Action.BLOCK, r.reason, r.step.detail, dynamic=True, opens_at=r.opens_at)
+        return Outcome(BLOCK, r.reason, r.step.detail, dynamic=True, opens_at=r.opens_at)
     return shared_step(r.step.rule, r.step.outcome, r.step.detail)
 
 
@@ -228,21 +268,15 @@ _CALLER_SKIP = shared_step("caller-id", "skip", "campaign lists no caller IDs")
 # -- calling window (data/calling_windows.toml) -------------------------------------------
 
 _WINDOW_LIMIT = 65536
-_window_minute = -1
-_WINDOWS: dict[tuple[int, int, tuple[geo.Location, ...]], tuple[Prepared, Step | Outcome]] = {}
 
 
 def calling_window(ctx: Context) -> Step | Outcome:
-    global _window_minute  # noqa: PLW0603 (a per-minute cache is module state by design)
     prep = ctx.prepared
     loc = ctx.location or location(ctx)
     known = addresses(ctx) if ctx.consents else ()
-    this_minute = minute(ctx)
-    if this_minute != _window_minute or len(_WINDOWS) >= _WINDOW_LIMIT:
-        _WINDOWS.clear()
-        _window_minute = this_minute
+    cache = this_minute(ctx).windows
     key = (id(prep), id(loc), known)  # Locations are interned; prep is kept in the entry
-    entry = _WINDOWS.get(key)
+    entry = cache.get(key)
     if entry is None or entry[0] is not prep:
         now = ctx.now
         state = windows.window_state(
@@ -251,7 +285,9 @@ def calling_window(ctx: Context) -> Step | Outcome:
         )
         # the whole minute gets the same answer, its detail read at the minute's start
         result = outcome(state.at(now.replace(second=0, microsecond=0)))
-        entry = _WINDOWS[key] = (prep, result)
+        if len(cache) >= _WINDOW_LIMIT:
+            cache.clear()
+        entry = cache[key] = (prep, result)
     return entry[1]
 
 
@@ -269,7 +305,7 @@ def internal_dnc(ctx: Context) -> Step | Outcome:
     memberships = ctx.memberships
     if not memberships:
         return _INTERNAL_PASS
-    hits = [m for m in memberships if m.kind is ListKind.INTERNAL]
+    hits = [m for m in memberships if m.kind is INTERNAL]
     if not hits:
         return _INTERNAL_PASS
     times = [m.listed_at for m in hits]
@@ -285,7 +321,7 @@ def internal_dnc(ctx: Context) -> Step | Outcome:
             f"{_ts(consent.granted_at)}",
         )
     return Outcome(
-        Action.BLOCK, Reason.DNC_INTERNAL, f"{names}: opt-out {_ts(opt_out)}", dynamic=True
+        BLOCK, Reason.DNC_INTERNAL, f"{names}: opt-out {_ts(opt_out)}", dynamic=True
     )
 
 
@@ -307,10 +343,10 @@ def national_state_dnc(ctx: Context) -> Step | Outcome:
     national = state = None
     for m in ctx.memberships:
         kind = m.kind
-        if kind is ListKind.NATIONAL:
+        if kind is NATIONAL:
             if national is None and ctx.applies(m):
                 national = m
-        elif kind is ListKind.STATE and state is None and ctx.applies(m):
+        elif kind is STATE and state is None and ctx.applies(m):
             state = m
     hit = national or state
     if hit is None:
@@ -326,7 +362,7 @@ def national_state_dnc(ctx: Context) -> Step | Outcome:
         )
     where = f" ({hit.jurisdiction})" if hit.jurisdiction else ""
     reason = Reason.DNC_NATIONAL if hit is national else Reason.DNC_STATE
-    return Outcome(Action.BLOCK, reason, hit.list_name + where)
+    return Outcome(BLOCK, reason, hit.list_name + where)
 
 
 _NATIONAL_PASS = shared_step("national-state-dnc", "pass")
@@ -338,33 +374,30 @@ def national_state_dnc_bare(prep: Prepared, counted: bool) -> Step:
 
 # -- list freshness (safe harbor: 47 CFR 64.1200(c)(2)(i)(D); data/consent_rules.toml) ---
 
-_stale_key: tuple[object, ...] = ()
-_stale_detail: str | None = None
-_stale_warning = shared_step(freshness.RULE, "pass")  # the "warn" step of that detail
-
-
 def stale_list(ctx: Context) -> Step | Outcome:
     """A national list the campaign checks is older than its safe-harbor limit: a trail
     warning, or with `stale_list = "block"` a block unless a DNC override applies. The
     catalogue is read once a minute (a refresh shows within a minute; ages are in days)."""
-    global _stale_key, _stale_detail, _stale_warning  # noqa: PLW0603 (per-minute cache)
     policy, facts, wanted = ctx.policy, ctx.facts, ctx.campaign.lists
-    key = (minute(ctx), facts, policy, wanted)
-    if key != _stale_key:  # identity first: a tuple compare is cheap when the same objects
+    memo = this_minute(ctx)
+    key = (facts, policy, wanted)
+    if key != memo.stale_key:  # identity first: a tuple compare is cheap when the same objects
         lists = facts.lists()
         names = [i.name for i in lists if i.name in wanted or i.kind in wanted]
-        _stale_detail = _stale(names, lists, ctx.now, policy.default_region)
-        if _stale_detail is not None:
-            _stale_warning = shared_step(freshness.RULE, "pass", f"warning: {_stale_detail}")
-        _stale_key = key
-    detail = _stale_detail
-    if detail is None:
+        found = _stale(names, lists, ctx.now, policy.default_region)
+        memo.stale = None if found is None else (
+            found, shared_step(freshness.RULE, "pass", f"warning: {found}")
+        )
+        memo.stale_key = key
+    stale = memo.stale
+    if stale is None:
         return _FRESH
+    detail, warning = stale
     if policy.stale_list == "warn":
-        return _stale_warning
+        return warning
     if cr.dnc_override(screen(ctx)) is not None:
         return shared_step(freshness.RULE, "skip", f"DNC override applies; {detail}")
-    return Outcome(Action.BLOCK, Reason.DNC_NATIONAL, f"stale_list = block: {detail}")
+    return Outcome(BLOCK, Reason.DNC_NATIONAL, f"stale_list = block: {detail}")
 
 
 def _stale(names: Sequence[str], lists: Sequence[ListMeta], now: datetime, region: str) -> (
@@ -383,7 +416,7 @@ _FRESH = shared_step(freshness.RULE, "pass", "national lists fresh")
 
 def reassigned(ctx: Context) -> Step | Outcome:
     memberships = ctx.memberships
-    if not memberships or not any(m.kind is ListKind.REASSIGNED for m in memberships):
+    if not memberships or not any(m.kind is REASSIGNED for m in memberships):
         return _NOT_REASSIGNED
     return outcome(cr.check_reassigned(cr.reassigned_at(memberships, ctx.now), screen(ctx)))
 
@@ -435,7 +468,7 @@ def require_consent(ctx: Context) -> Step | Outcome:
     reason = found.failure_reason()
     if reason is Reason.NO_CONSENT and not found.void:
         return _NO_CONSENT
-    return Outcome(Action.BLOCK, reason, found.failure_detail(), dynamic=True)
+    return Outcome(BLOCK, reason, found.failure_detail(), dynamic=True)
 
 
 def require_consent_fixed(prep: Prepared, counted: bool) -> Step | None:
@@ -448,7 +481,7 @@ def require_consent_bare(prep: Prepared, counted: bool) -> Step | Outcome:
 
 
 _CONSENT_SKIP = shared_step("require-consent", "skip", "campaign does not require consent")
-_NO_CONSENT = Outcome(Action.BLOCK, Reason.NO_CONSENT, "no consent on record")
+_NO_CONSENT = Outcome(BLOCK, Reason.NO_CONSENT, "no consent on record")
 
 
 # -- frequency caps (data/frequency_caps.toml; configured caps) ---------------------------
