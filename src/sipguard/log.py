@@ -13,15 +13,16 @@ Setup order in `serve`: `configure_logging(config)`, then `decision_log(config)`
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import json
 import logging
 import os
 import secrets
 import stat
 import sys
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -55,26 +56,42 @@ def _logger() -> Any:
 class Pseudonymizer:
     """number -> first 128 bits of HMAC-SHA256(key, number), as hex.
 
-    Results are kept for a while (a dialer's few caller IDs recur on every call).
+    The HMAC is RFC 2104 written out with the keyed inner and outer SHA-256 states made
+    once: each number then costs two state copies instead of a full HMAC set-up (a third
+    of `hmac.digest`'s time; pseudonyms are made for every logged call). Results are kept
+    for a while (a dialer's few caller IDs recur on every call).
     """
 
-    __slots__ = ("_cache", "_key")
+    __slots__ = ("_cache", "_inner", "_outer")
 
     def __init__(self, key: bytes) -> None:
         if not key:
             raise ValueError("an empty pseudonymisation key")
-        self._key = key
+        block = hashlib.sha256().block_size
+        if len(key) > block:  # RFC 2104 §2: a key longer than a block is hashed first
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(block, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
         self._cache: dict[str, str] = {}
 
     def __call__(self, number: str) -> str:
         cache = self._cache
         value = cache.get(number)
         if value is None:
-            value = hmac.digest(self._key, number.encode(), "sha256").hex()[:PSEUDONYM_CHARS]
+            inner = self._inner.copy()
+            inner.update(number.encode())
+            outer = self._outer.copy()
+            outer.update(inner.digest())
+            value = outer.hexdigest()[:PSEUDONYM_CHARS]
             if len(cache) >= PSEUDONYM_CACHE:
                 cache.clear()
             cache[number] = value
         return value
+
+
+_IPAD = bytes(b ^ 0x36 for b in range(256))  # RFC 2104 §2: key XOR ipad, as a table
+_OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
 def key_file_path(config: Config) -> Path:
@@ -129,15 +146,22 @@ def _iso(record: DecisionRecord) -> str:
     return record.ts.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _numbers(
+    record: DecisionRecord, pseudonymize: Pseudonymizer | None
+) -> tuple[str, str | None]:
+    """The callee (as dialled when invalid) and the caller, pseudonymised when asked."""
+    callee = record.callee or record.callee_raw
+    caller = record.caller
+    if pseudonymize is None:
+        return callee, caller
+    return pseudonymize(callee), pseudonymize(caller) if caller is not None else None
+
+
 def decision_event(
     record: DecisionRecord, pseudonymize: Pseudonymizer | None = None
 ) -> dict[str, Any]:
     """The CONTRACT §6 object for one decision (log line and MQTT payload)."""
-    callee = record.callee or record.callee_raw
-    caller = record.caller
-    if pseudonymize is not None:
-        callee = pseudonymize(callee)
-        caller = pseudonymize(caller) if caller is not None else None
+    callee, caller = _numbers(record, pseudonymize)
     event: dict[str, Any] = {
         "ts": _iso(record),
         "event": DECISION_EVENT,
@@ -158,14 +182,37 @@ def decision_event(
     return event
 
 
+# json's own string encoder: the one `json.dumps` uses (ensure_ascii, its default)
+_q = encode_basestring_ascii
+
+
+def decision_line(record: DecisionRecord, pseudonymize: Pseudonymizer | None = None) -> str:
+    """The JSON line `configure_logging`'s pipeline renders for a decision without
+    `opens_at`: `json.dumps` of the §6 object in §6 order, written out as one string
+    (about a fifth of the time of building the dict and running the processors). A test
+    (`test_json_lines_are_what_structlog_renders`) holds the two to the same bytes."""
+    callee, caller = _numbers(record, pseudonymize)
+    decision = record.decision
+    return (
+        f'{{"ts": "{_iso(record)}", "event": "{DECISION_EVENT}", "node": {_q(record.node)}, '
+        f'"decision": {_q(decision.action.value)}, "reason": {_q(decision.reason.value)}, '
+        f'"rule": {_q(decision.rule)}, "decision_id": {_q(record.decision_id)}, '
+        f'"call_id": {_q(record.call_id)}, "campaign": {_q(record.campaign)}, '
+        f'"callee": {_q(callee)}, "caller": {"null" if caller is None else _q(caller)}, '
+        f'"latency_us": {record.latency_us}}}'
+    )
+
+
 class DecisionLog:
     """The gate's `emit` target for the log: one `call.decision` line per decision.
 
-    While the JSON configuration `configure_logging` made is in force, the event goes
-    straight through its processors to its writer: the same line, without a bound
-    logger's per-call work (about a third of a logged call's cost). Any other
-    configuration (console format, a level above info, `structlog.testing.capture_logs`,
-    an injected logger) gets the event through structlog as usual.
+    While the JSON configuration `configure_logging` made is in force, the lines go
+    straight to its writer, as `decision_line` renders them (a decision with `opens_at`,
+    which `_shape` lays out differently, through the configured processors), the lines of
+    one `write` in one write and flush: the same text, without a bound logger's per-call
+    work. Any other configuration (console format, a level above info,
+    `structlog.testing.capture_logs`, an injected logger) gets each event through
+    structlog as usual.
     """
 
     __slots__ = ("_injected", "_log", "pseudonymize")
@@ -176,13 +223,23 @@ class DecisionLog:
         self._log = logger if logger is not None else structlog.get_logger("sipguard.decision")
 
     def __call__(self, record: DecisionRecord) -> None:
-        event = decision_event(record, self.pseudonymize)
+        self.write((record,))
+
+    def write(self, records: Sequence[DecisionRecord]) -> None:
+        """Log the decisions in order."""
+        pseudonymize = self.pseudonymize
         direct = _direct
         if direct is not None and not self._injected and direct.in_force():
-            direct.write(event)
+            direct.write([
+                decision_line(r, pseudonymize) if r.decision.opens_at is None
+                else direct.render(decision_event(r, pseudonymize))
+                for r in records
+            ])
             return
-        del event["event"]
-        self._log.info(DECISION_EVENT, **event)
+        for record in records:
+            event = decision_event(record, pseudonymize)
+            del event["event"]
+            self._log.info(DECISION_EVENT, **event)
 
 
 def decision_log(config: Config, environ: Mapping[str, str] = os.environ) -> DecisionLog:
@@ -239,13 +296,18 @@ class _DirectWrite:
     def in_force(self) -> bool:
         return structlog.get_config()["processors"] is self._processors
 
-    def write(self, event: dict[str, Any]) -> None:
-        # What structlog does for `info(**event)`: each processor in turn, then the
-        # logger's write (under its lock, flushed); the event dict is ours to consume.
+    def render(self, event: dict[str, Any]) -> str:
+        """What structlog does for `info(**event)` up to the write: each processor in
+        turn (the event dict is ours to consume)."""
         out: Any = event
         for processor in self._processors:
             out = processor(None, "info", out)
-        self._write(out)
+        return str(out)
+
+    def write(self, lines: list[str]) -> None:
+        # the logger's write (under its lock, flushed) adds the last newline
+        if lines:
+            self._write("\n".join(lines))
 
 
 _direct: _DirectWrite | None = None

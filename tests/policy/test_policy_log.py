@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
 import io
 import json
 import stat
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,15 @@ from sipguard.log import (
 )
 from sipguard.policy.facts import MemoryFacts
 from sipguard.policy.gate import Gate
-from sipguard.policy.model import Action, Decision, DecisionRecord, ListKind, Membership, Reason
+from sipguard.policy.model import (
+    Action,
+    Decision,
+    DecisionRecord,
+    ListKind,
+    Membership,
+    Reason,
+    Step,
+)
 from sipguard.sip.message import Request
 from sipguard.sip.parser import parse_message
 from sipguard.sip.peer import Peer
@@ -212,3 +221,54 @@ def test_invalid_callee_is_pseudonymised_too() -> None:
     event = decision_event(record, Pseudonymizer(b"k"))
     assert event["callee"] == Pseudonymizer(b"k")("555-12")
     assert event["caller"] is None
+
+
+def test_pseudonyms_are_hmac_sha256_for_any_key_length() -> None:
+    for key in (b"k", b"x" * 64, b"long" * 40):
+        expected = hmac.digest(key, CALLEE.encode(), "sha256").hex()[:32]
+        assert Pseudonymizer(key)(CALLEE) == expected
+
+
+def records_of_every_shape() -> list[DecisionRecord]:
+    """Allowed, blocked with a calling-window opening, an invalid number, no caller, and
+    text that JSON escapes."""
+    ts = datetime(2026, 5, 28, 20, 26, 40, 250000, tzinfo=UTC)
+    allow = Decision(Action.ALLOW, Reason.NO_RESTRICTION, "default", (Step("default", "allow"),))
+    window = Decision(Action.BLOCK, Reason.OUTSIDE_CALLING_WINDOW, "calling-window", (),
+                      opens_at=ts + timedelta(hours=12))
+    invalid = Decision(Action.FLAG, Reason.INVALID_NUMBER, "valid-number", ())
+    return [
+        DecisionRecord("gw1-1", ts, "gw1", "a@b", "spring", CALLEE, CALLEE[2:], CALLER,
+                       "udp:10.1.0.5:5060", allow, 17),
+        DecisionRecord("gw1-2", ts.replace(microsecond=0), "gw1", "c", "default", CALLEE,
+                       CALLEE, None, "cli", window, 0),
+        DecisionRecord("gw1-3", ts, 'gw"1', 'q"\\u\x01é€', "camp\tañ", None, "555-12",
+                       None, "udp:10.1.0.5:5060", invalid, 123456),
+    ]
+
+
+@pytest.mark.parametrize("pseudonymize", [True, False])
+def test_json_lines_are_what_structlog_renders(tmp_path: Path, pseudonymize: bool) -> None:
+    cfg = config(tmp_path, pseudonymize=pseudonymize)
+    records = records_of_every_shape()
+    expected, out = io.StringIO(), io.StringIO()
+    configure_logging(cfg, stream=expected)
+    logger = structlog.get_logger()
+    decisions = decision_log(cfg, KEY)
+    for record in records:  # the bound logger's way, as for any other event
+        event = decision_event(record, decisions.pseudonymize)
+        logger.info(event.pop("event"), **event)
+    configure_logging(cfg, stream=out)
+    decisions = decision_log(cfg, KEY)
+    decisions(records[0])
+    decisions.write(records[1:])
+    assert out.getvalue() == expected.getvalue()
+    assert len(out.getvalue().splitlines()) == len(records)
+
+
+def test_decisions_written_together_reach_capture_logs_one_by_one(tmp_path: Path) -> None:
+    cfg = config(tmp_path, pseudonymize=False)
+    records = records_of_every_shape()
+    with capture_logs() as logs:
+        decision_log(cfg, {}).write(records)
+    assert [e["decision_id"] for e in logs] == [r.decision_id for r in records]
