@@ -23,7 +23,7 @@ from sipguard.config import Config
 from sipguard.errors import ConfigError
 from sipguard.log import configure_logging, decision_log
 from sipguard.policy.gate import Gate
-from sipguard.policy.model import Action, DecisionRecord
+from sipguard.policy.model import DecisionRecord
 from sipguard.sip.parser import Limits
 from sipguard.sip.peer import Peer, Transport
 from sipguard.sip.proxy import Problem, ProxyCore, ProxySettings, TransactionDone
@@ -35,7 +35,7 @@ from sipguard.store.control import remove_control, serve_control
 from sipguard.store.db import Store
 from sipguard.store.session import socket_path, store_path
 from sipguard.store.sync import load_index, sync_now, watch
-from sipguard.store.writer import AttemptRow, RecordWriter, decision_row
+from sipguard.store.writer import RecordWriter
 from sipguard.transport.driver import CoreDriver
 from sipguard.transport.tcp import TcpPool
 from sipguard.transport.udp import open_udp
@@ -167,21 +167,17 @@ def decision_sinks(
 
     The gate hands records over while the INVITE is still being processed; writing them
     is deferred to the next loop turn, so the INVITE leaves for the trunk (or the 603 for
-    the dialer) before the log line is formatted.
+    the dialer) before the log line is formatted. The records of one turn go to each sink
+    together: one write of their log lines, one pass queueing their rows.
     """
-    log_line = decision_log(config)
+    decision_lines = decision_log(config)
     pending: list[DecisionRecord] = []
 
     def drain() -> None:
         records = pending.copy()
         pending.clear()
-        for record in records:
-            log_line(record)
-            writer.submit(decision_row(record))
-            if record.action is not Action.BLOCK and record.callee is not None:
-                writer.submit(
-                    AttemptRow(record.callee, record.campaign, record.ts, record.call_id)
-                )
+        decision_lines.write(records)
+        writer.submit(records)
 
     def emit(record: DecisionRecord) -> None:
         if not pending:

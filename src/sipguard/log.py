@@ -178,8 +178,12 @@ def decision_event(
     }
     opens = record.decision.opens_at
     if opens is not None:  # outside-calling-window: when the dialer may try again
-        event["opens_at"] = opens.isoformat().replace("+00:00", "Z")
+        event["opens_at"] = _opens_text(opens)
     return event
+
+
+def _opens_text(opens: datetime) -> str:
+    return opens.isoformat().replace("+00:00", "Z")
 
 
 # json's own string encoder: the one `json.dumps` uses (ensure_ascii, its default)
@@ -187,19 +191,25 @@ _q = encode_basestring_ascii
 
 
 def decision_line(record: DecisionRecord, pseudonymize: Pseudonymizer | None = None) -> str:
-    """The JSON line `configure_logging`'s pipeline renders for a decision without
-    `opens_at`: `json.dumps` of the §6 object in §6 order, written out as one string
-    (about a fifth of the time of building the dict and running the processors). A test
+    """The JSON line `configure_logging`'s pipeline renders for `decision_event(record)`,
+    written out as one string (about a fifth of the time of building the dict and running
+    the processors). An event with `opens_at` is not one `_shape` knows by its fields: it
+    gets a level after `event`, and `opens_at` last. A test
     (`test_json_lines_are_what_structlog_renders`) holds the two to the same bytes."""
     callee, caller = _numbers(record, pseudonymize)
     decision = record.decision
-    return (
-        f'{{"ts": "{_iso(record)}", "event": "{DECISION_EVENT}", "node": {_q(record.node)}, '
-        f'"decision": {_q(decision.action.value)}, "reason": {_q(decision.reason.value)}, '
+    opens = decision.opens_at
+    level, tail = ("", "") if opens is None else (
+        ', "level": "info"', f', "opens_at": "{_opens_text(opens)}"'
+    )
+    return (  # the enums are StrEnums: each is its value (`.value` is a slow property)
+        f'{{"ts": "{_iso(record)}", "event": "{DECISION_EVENT}"{level}, '
+        f'"node": {_q(record.node)}, '
+        f'"decision": {_q(decision.action)}, "reason": {_q(decision.reason)}, '
         f'"rule": {_q(decision.rule)}, "decision_id": {_q(record.decision_id)}, '
         f'"call_id": {_q(record.call_id)}, "campaign": {_q(record.campaign)}, '
         f'"callee": {_q(callee)}, "caller": {"null" if caller is None else _q(caller)}, '
-        f'"latency_us": {record.latency_us}}}'
+        f'"latency_us": {record.latency_us}{tail}}}'
     )
 
 
@@ -207,12 +217,10 @@ class DecisionLog:
     """The gate's `emit` target for the log: one `call.decision` line per decision.
 
     While the JSON configuration `configure_logging` made is in force, the lines go
-    straight to its writer, as `decision_line` renders them (a decision with `opens_at`,
-    which `_shape` lays out differently, through the configured processors), the lines of
-    one `write` in one write and flush: the same text, without a bound logger's per-call
-    work. Any other configuration (console format, a level above info,
-    `structlog.testing.capture_logs`, an injected logger) gets each event through
-    structlog as usual.
+    straight to its writer as `decision_line` renders them, the lines of one `write` in
+    one write and flush: the same text, without a bound logger's per-call work. Any other
+    configuration (console format, a level above info, `structlog.testing.capture_logs`,
+    an injected logger) gets each event through structlog as usual.
     """
 
     __slots__ = ("_injected", "_log", "pseudonymize")
@@ -230,11 +238,7 @@ class DecisionLog:
         pseudonymize = self.pseudonymize
         direct = _direct
         if direct is not None and not self._injected and direct.in_force():
-            direct.write([
-                decision_line(r, pseudonymize) if r.decision.opens_at is None
-                else direct.render(decision_event(r, pseudonymize))
-                for r in records
-            ])
+            direct.write([decision_line(r, pseudonymize) for r in records])
             return
         for record in records:
             event = decision_event(record, pseudonymize)
@@ -285,7 +289,8 @@ _ENCODERS: dict[Callable[[Any], Any] | None, Callable[[Any], str]] = {}
 
 
 class _DirectWrite:
-    """The configured JSON pipeline, run without a bound logger (see `DecisionLog`)."""
+    """The configured JSON pipeline's writer, used without a bound logger (see
+    `DecisionLog`), and how to tell that its configuration is still in force."""
 
     __slots__ = ("_processors", "_write")
 
@@ -295,14 +300,6 @@ class _DirectWrite:
 
     def in_force(self) -> bool:
         return structlog.get_config()["processors"] is self._processors
-
-    def render(self, event: dict[str, Any]) -> str:
-        """What structlog does for `info(**event)` up to the write: each processor in
-        turn (the event dict is ours to consume)."""
-        out: Any = event
-        for processor in self._processors:
-            out = processor(None, "info", out)
-        return str(out)
 
     def write(self, lines: list[str]) -> None:
         # the logger's write (under its lock, flushed) adds the last newline

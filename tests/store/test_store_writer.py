@@ -8,23 +8,21 @@ from datetime import UTC, datetime, timedelta
 
 from sipguard.policy.model import Action, Decision, DecisionRecord, Reason, Step
 from sipguard.store.db import Store
-from sipguard.store.writer import (
-    AttemptRow,
-    DecisionRow,
-    RecordWriter,
-    attempts_since,
-    decision_row,
-)
+from sipguard.store.writer import AttemptRow, RecordWriter, attempts_since
 
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
+BLOCKED = Decision(Action.BLOCK, Reason.DNC_NATIONAL, "national-dnc",
+                   (Step("national-dnc", "block", "national"),))
+ALLOWED = Decision(Action.ALLOW, Reason.NO_RESTRICTION, "default",
+                   (Step("valid-number", "pass"), Step("default", "allow", 'a "quoted" é')))
 
 
-def decision(i: int) -> DecisionRow:
-    return DecisionRow(
-        decision_id=f"gw1-{i:08x}", ts=T0, call_id=f"call-{i}", campaign="default",
-        callee="+12025550100", caller=None, action=str(Action.BLOCK),
-        reason=str(Reason.DNC_NATIONAL), rule="national-dnc",
-        trail=({"rule": "national-dnc", "outcome": "block", "detail": "national"},),
+def record(i: int, decision: Decision = BLOCKED, callee: str | None = "+12025550100",
+           ts: datetime = T0) -> DecisionRecord:
+    return DecisionRecord(
+        decision_id=f"gw1-{i:08x}", ts=ts, node="gw1", call_id=f"call-{i}",
+        campaign="default", callee=callee, callee_raw="2025550100", caller=None,
+        source="udp:127.0.0.1:5070", decision=decision, latency_us=12,
     )
 
 
@@ -32,30 +30,28 @@ async def test_run_flushes_on_interval_and_on_batch(store: Store) -> None:
     writer = RecordWriter(store, interval=0.05, batch=100)
     task = asyncio.create_task(writer.run())
     try:
-        for i in range(250):
-            writer.submit(decision(i))
-        writer.submit(AttemptRow("+12025550100", "default", T0, "call-1"))
+        writer.submit(record(i) for i in range(250))
+        writer.submit([record(250, ALLOWED)])  # a placed call: its attempt row too
         for _ in range(100):
-            if writer.written == 251:
+            if writer.written == 252:
                 break
             await asyncio.sleep(0.02)
-        assert writer.written == 251 and writer.pending == 0
+        assert writer.written == 252 and writer.pending == 0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     rows = await store.fetchall("SELECT count(*), min(trail) FROM decisions")
-    assert rows[0][0] == 250
+    assert rows[0][0] == 251
     assert json.loads(rows[0][1])[0]["outcome"] == "block"
     attempts = await attempts_since(store, T0 - timedelta(hours=1))
-    assert attempts == [AttemptRow("+12025550100", "default", T0, "call-1")]
+    assert attempts == [AttemptRow("+12025550100", "default", T0, "call-250")]
 
 
 async def test_cancel_flushes_what_is_queued(store: Store) -> None:
     writer = RecordWriter(store, interval=60, batch=10_000)
     task = asyncio.create_task(writer.run())
     await asyncio.sleep(0)
-    for i in range(10):
-        writer.submit(decision(i))
+    writer.submit(record(i) for i in range(10))
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert (await store.fetchall("SELECT count(*) FROM decisions"))[0][0] == 10
@@ -64,22 +60,38 @@ async def test_cancel_flushes_what_is_queued(store: Store) -> None:
 async def test_a_failing_store_keeps_records_and_bounds_memory(store: Store) -> None:
     writer = RecordWriter(store, batch=5, max_pending=8)
     await store.db.execute("DROP TABLE decisions")
-    for i in range(10):
-        writer.submit(decision(i))
+    writer.submit(record(i) for i in range(10))
     assert writer.dropped == 2 and writer.pending == 8
     assert await writer.flush() == 0
     assert writer.last_error and writer.pending == 8
 
 
-def test_decision_row_from_a_policy_record() -> None:
-    record = DecisionRecord(
-        decision_id="gw1-1", ts=T0, node="gw1", call_id="c1", campaign="default",
-        callee="+12025550100", callee_raw="2025550100", caller="+12025550199",
-        source="udp:127.0.0.1:5070",
-        decision=Decision(Action.ALLOW, Reason.NO_RESTRICTION, "default",
-                          (Step("valid-number", "pass"),)),
-        latency_us=12,
-    )
-    row = decision_row(record)
-    assert row.action == "allow" and row.reason == "no-restriction"
-    assert row.trail == ({"rule": "valid-number", "outcome": "pass", "detail": ""},)
+async def test_rows_of_decision_records(store: Store) -> None:
+    """Every column as stored; only placed calls (not blocked, a valid number) get an
+    attempt row; a shared Decision gives every record the same columns."""
+    writer = RecordWriter(store)
+    later = T0 + timedelta(microseconds=250)
+    writer.submit([
+        record(1, ALLOWED), record(2, ALLOWED, ts=later), record(3),
+        record(4, ALLOWED, callee=None),
+    ])
+    assert await writer.flush() == 6
+    rows = await store.fetchall("SELECT * FROM decisions ORDER BY decision_id")
+    trail = ('[{"rule":"valid-number","outcome":"pass","detail":""},'
+             '{"rule":"default","outcome":"allow","detail":"a \\"quoted\\" \\u00e9"}]')
+    assert [tuple(r) for r in rows] == [
+        ("gw1-00000001", "2026-05-01T12:00:00+00:00", "call-1", "default", "+12025550100",
+         None, "allow", "no-restriction", "default", trail),
+        ("gw1-00000002", "2026-05-01T12:00:00.000250+00:00", "call-2", "default",
+         "+12025550100", None, "allow", "no-restriction", "default", trail),
+        ("gw1-00000003", "2026-05-01T12:00:00+00:00", "call-3", "default", "+12025550100",
+         None, "block", "dnc-national", "national-dnc",
+         '[{"rule":"national-dnc","outcome":"block","detail":"national"}]'),
+        ("gw1-00000004", "2026-05-01T12:00:00+00:00", "call-4", "default", None, None,
+         "allow", "no-restriction", "default", trail),
+    ]
+    attempts = await store.fetchall("SELECT number, campaign, at, call_id FROM attempts")
+    assert [tuple(r) for r in attempts] == [
+        ("+12025550100", "default", "2026-05-01T12:00:00+00:00", "call-1"),
+        ("+12025550100", "default", "2026-05-01T12:00:00.000250+00:00", "call-2"),
+    ]

@@ -1,8 +1,10 @@
 """Decision and attempt records, written in batches off the call path.
 
-The gate calls `RecordWriter.submit(record)` from the hot path: an append to a deque, no
-await, no I/O. `run()` (a task owned by the app) flushes every `interval` seconds or as
-soon as `batch` records wait, each flush one transaction. If the store fails, records stay
+The app hands `RecordWriter.submit(records)` the gate's decision records, a loop turn's
+worth at a time: their rows are queued as ready statement parameters (a `decisions` row
+each, an `attempts` row for a call that was placed), no await, no I/O. `run()` (a task
+owned by the app) flushes every `interval` seconds or as soon as `batch` rows wait, each
+flush one transaction with one `executemany` per table. If the store fails, rows stay
 queued and are retried; beyond `max_pending` the oldest are dropped and counted rather
 than letting memory grow without bound or blocking a call.
 """
@@ -13,34 +15,29 @@ import asyncio
 import contextlib
 import json
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sipguard.errors import StoreError
-from sipguard.policy.model import DecisionRecord
+from sipguard.policy.model import Action, Decision, DecisionRecord
 from sipguard.store.codec import text_time, time_text
 from sipguard.store.db import Store
 
+_INSERT_DECISION = (
+    "INSERT OR IGNORE INTO decisions (decision_id, ts, call_id, campaign, callee, caller,"
+    " action, reason, rule, trail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_ATTEMPT = "INSERT INTO attempts (number, campaign, at, call_id) VALUES (?, ?, ?, ?)"
 
-@dataclass(frozen=True, slots=True)
-class DecisionRow:
-    """One row of the `decisions` table."""
-
-    decision_id: str
-    ts: datetime
-    call_id: str
-    campaign: str
-    callee: str | None
-    caller: str | None
-    action: str
-    reason: str
-    rule: str
-    trail: tuple[dict[str, str], ...]  # [{"rule", "outcome", "detail"}, ...]
+Params = tuple[str | None, ...]
+Row = tuple[str, Params]  # the INSERT that writes it, its parameters
+DECISION_COLUMNS_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptRow:
-    """One allowed call attempt (what frequency caps count)."""
+    """One allowed call attempt (what frequency caps count), as read back."""
 
     number: str
     campaign: str
@@ -48,27 +45,13 @@ class AttemptRow:
     call_id: str
 
 
-Record = DecisionRow | AttemptRow
-
-
-def decision_row(record: DecisionRecord) -> DecisionRow:
-    """A policy decision record as a table row (numbers in clear: the store is the
+def _decision_columns(decision: Decision) -> Params:
+    """The `decisions` columns that come from the Decision alone: action, reason, rule and
+    the rule trail as JSON (numbers in clear are in the other columns: the store is the
     system of record; pseudonyms are for logs and MQTT)."""
-    decision = record.decision
-    return DecisionRow(
-        decision_id=record.decision_id,
-        ts=record.ts,
-        call_id=record.call_id,
-        campaign=record.campaign,
-        callee=record.callee,
-        caller=record.caller,
-        action=str(decision.action),
-        reason=str(decision.reason),
-        rule=decision.rule,
-        trail=tuple(
-            {"rule": s.rule, "outcome": s.outcome, "detail": s.detail} for s in decision.trail
-        ),
-    )
+    trail = [step.as_dict() for step in decision.trail]
+    return (decision.action.value, decision.reason.value, decision.rule,
+            json.dumps(trail, separators=(",", ":")))
 
 
 class RecordWriter:
@@ -86,19 +69,38 @@ class RecordWriter:
         self.interval = interval
         self.batch = batch
         self.max_pending = max_pending
-        self.dropped = 0  # records lost because the store stayed unwritable too long
+        self.dropped = 0  # rows lost because the store stayed unwritable too long
         self.written = 0
         self.last_error: str | None = None
-        self._pending: deque[Record] = deque()
+        self._pending: deque[Row] = deque()
         self._wake: asyncio.Event | None = None
+        # id(Decision) -> (that Decision, its columns). decide() hands most calls one of a
+        # few shared Decisions, so their trail is encoded once, not per call; an entry
+        # keeps its Decision alive, so no other object can come to have its id.
+        self._columns: dict[int, tuple[Decision, Params]] = {}
 
-    def submit(self, record: Record) -> None:
-        """Queue one record (from the event loop thread; never awaits)."""
-        if len(self._pending) >= self.max_pending:
-            self._pending.popleft()
-            self.dropped += 1
-        self._pending.append(record)
-        if len(self._pending) >= self.batch and self._wake is not None:
+    def submit(self, records: Iterable[DecisionRecord]) -> None:
+        """Queue the rows of these decisions (from the event loop thread; never awaits)."""
+        pending, kept = self._pending, self._columns
+        for record in records:
+            decision = record.decision
+            entry = kept.get(id(decision))
+            if entry is None:
+                if len(kept) >= DECISION_COLUMNS_KEPT:
+                    kept.clear()
+                entry = kept[id(decision)] = (decision, _decision_columns(decision))
+            ts = time_text(record.ts)
+            callee = record.callee
+            pending.append((_INSERT_DECISION, (record.decision_id, ts, record.call_id,
+                                              record.campaign, callee, record.caller,
+                                              *entry[1])))
+            if decision.action is not Action.BLOCK and callee is not None:  # placed
+                pending.append((_INSERT_ATTEMPT, (callee, record.campaign, ts, record.call_id)))
+        if len(pending) > self.max_pending:
+            for _ in range(len(pending) - self.max_pending):
+                pending.popleft()
+                self.dropped += 1
+        if len(pending) >= self.batch and self._wake is not None:
             self._wake.set()
 
     @property
@@ -123,7 +125,7 @@ class RecordWriter:
             await self.flush()
 
     async def flush(self) -> int:
-        """Write everything queued now, in transactions of at most `batch` records."""
+        """Write everything queued now, in transactions of at most `batch` rows."""
         written = 0
         while self._pending:
             taken = [self._pending.popleft() for _ in range(min(self.batch, len(self._pending)))]
@@ -141,32 +143,13 @@ class RecordWriter:
         self.written += written
         return written
 
-    async def _write(self, records: list[Record]) -> None:
-        decisions = [
-            (
-                r.decision_id, time_text(r.ts), r.call_id, r.campaign, r.callee, r.caller,
-                r.action, r.reason, r.rule, json.dumps(r.trail, separators=(",", ":")),
-            )
-            for r in records
-            if isinstance(r, DecisionRow)
-        ]
-        attempts = [
-            (r.number, r.campaign, time_text(r.at), r.call_id)
-            for r in records
-            if isinstance(r, AttemptRow)
-        ]
+    async def _write(self, rows: list[Row]) -> None:
+        by_statement: dict[str, list[Params]] = {}
+        for sql, params in rows:
+            by_statement.setdefault(sql, []).append(params)
         async with self.store.transaction() as db:
-            if decisions:
-                await db.executemany(
-                    "INSERT OR IGNORE INTO decisions (decision_id, ts, call_id, campaign, callee,"
-                    " caller, action, reason, rule, trail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    decisions,
-                )
-            if attempts:
-                await db.executemany(
-                    "INSERT INTO attempts (number, campaign, at, call_id) VALUES (?, ?, ?, ?)",
-                    attempts,
-                )
+            for sql, params_list in by_statement.items():
+                await db.executemany(sql, params_list)
 
 
 async def attempts_since(store: Store, since: datetime) -> list[AttemptRow]:
