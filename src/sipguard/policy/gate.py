@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
@@ -120,7 +120,10 @@ class Gate:
         self._retry_after = policy.retry_after
         self._reuse_seconds = policy.reuse_seconds
         self._reuse_entries = policy.reuse_entries
-        self._recent: OrderedDict[tuple[str, str, str], tuple[float, Verdict]] = OrderedDict()
+        # The reuse cache: key -> verdict, and (expiry, key) oldest first, whose head is
+        # cheap to look at on every call (an ordered dict's first item is not).
+        self._recent: dict[tuple[str, str, str], Verdict] = {}
+        self._expiries: deque[tuple[float, tuple[str, str, str]]] = deque()
         self._blocks: dict[Reason, Block] = {}
         self._opens_text: dict[datetime, str] = {}
 
@@ -165,10 +168,12 @@ class Gate:
         campaign = self.config.campaign(attempt.campaign)
         prep = prepared_for(campaign, self.policy, attempt.campaign)
         try:
-            has_address = any(c.location_region or c.location_zone
-                              for c in self.facts.consents(callee))
+            consents = self.facts.consents(callee)
         except Exception:  # the store is down: count it anyway (stricter)
             has_address = True
+        else:  # most numbers have no consent: no generator for them
+            has_address = bool(consents) and any(c.location_region or c.location_zone
+                                                 for c in consents)
         if worth_counting(prep, callee, has_address):
             self.counter.record(callee, attempt.campaign, attempt.call_id, at)
 
@@ -237,21 +242,18 @@ class Gate:
     # -- the re-sent INVITE after a challenge ----------------------------------------------
 
     def _reused(self, key: tuple[str, str, str], now: float) -> Verdict | None:
-        recent = self._recent
-        while recent:  # oldest first: drop what expired
-            oldest = next(iter(recent.values()))
-            if oldest[0] > now:
-                break
-            recent.popitem(last=False)
-        hit = recent.get(key)
-        return hit[1] if hit is not None else None
+        expiries, recent = self._expiries, self._recent
+        while expiries and expiries[0][0] <= now:  # oldest first: drop what expired
+            recent.pop(expiries.popleft()[1], None)
+        return recent.get(key)
 
     def _remember(self, key: tuple[str, str, str], now: float, verdict: Verdict) -> None:
-        recent = self._recent
-        recent[key] = (now + self._reuse_seconds, verdict)
-        recent.move_to_end(key)
-        if len(recent) > self._reuse_entries:
-            recent.popitem(last=False)
+        # `__call__` remembers only a key `_reused` did not find; were one remembered
+        # again, its first expiry would drop it (hence pop, not del)
+        self._recent[key] = verdict
+        self._expiries.append((now + self._reuse_seconds, key))
+        if len(self._expiries) > self._reuse_entries:
+            self._recent.pop(self._expiries.popleft()[1], None)
 
     # -- `sipguard check` --------------------------------------------------------------------
 
