@@ -78,7 +78,8 @@ class DecisionIds:
     def next(self, wall: float | None = None) -> str:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         ms = int((self._clock() if wall is None else wall) * 1000)
-        return f"{self._prefix}{ms:012x}{self._seq:08x}"
+        # the ms in 12 hex digits, then the counter in 8: one 20-digit number, one format
+        return f"{self._prefix}{ms << 32 | self._seq:020x}"
 
 
 class Gate:
