@@ -15,10 +15,10 @@ Frequency caps need the allowed attempts of the last days: `decide(..., counter=
 takes the `caps.AttemptCounter` the gate keeps (none: the cap rule is skipped).
 
 Speed (issue 4: >= 200,000 decisions/s on one core). The rules run from a `Plan` made once
-per (rules, campaign config, policy, campaign name, counter or not): the steps a rule's
-`fixed` answer gives for the whole campaign are laid down without calling it, and a
-number the store knows nothing about (most calls) takes the rules' `bare` answers from
-the first rule that has one. The trail is the same as if every rule had run.
+per campaign (`policy/plans.py`): answers known for the whole campaign, or for a number
+the store knows nothing about (most calls), are laid down without calling the rule, and
+calls that take the same path through it share its trail and its Decision. The trail is
+the same as if every rule had run.
 
 `decide` is pure: no clock, no I/O. A `Facts` that cannot answer raises `StoreError`,
 which becomes `store-unavailable` (blocked, or flagged when `on_store_error = "allow"`).
@@ -28,9 +28,7 @@ which becomes `store-unavailable` (blocked, or flagged when `on_store_error = "a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
 
 from sipguard.config import CampaignConfig, PolicyConfig
 from sipguard.errors import StoreError
@@ -51,14 +49,14 @@ from sipguard.policy.pipeline import (
     BLOCK,
     FLAG,
     LITIGATOR,
-    SHARED_LIMIT,
     Context,
     Outcome,
     Rule,
     RuleFn,
     shared_step,
 )
-from sipguard.policy.rule_steps import Prepared, prepared_for
+from sipguard.policy.plans import Run, Trail, plan_for
+from sipguard.policy.rule_steps import Prepared
 
 AFFIRMATIVE = rs.AFFIRMATIVE
 
@@ -163,100 +161,6 @@ def with_rule(rules: Sequence[Rule], rule: Rule, *, before: str) -> tuple[Rule, 
     return (*rules[:i], rule, *rules[i:])
 
 
-# -- plans: the rules of one campaign, with what is known in advance laid down once -----
-
-Run = tuple[RuleFn, str, tuple[Step, ...]]  # a rule to call, its name, the fixed steps after it
-
-
-class Segment(NamedTuple):
-    head: tuple[Step, ...]  # known steps before the first rule to call
-    runs: tuple[Run, ...]
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Plan:
-    """`rules` for one campaign (compared by identity: it holds what it was made from)."""
-
-    rules: Sequence[Rule]
-    campaign: CampaignConfig
-    policy: PolicyConfig
-    name: str
-    counted: bool  # a frequency-cap counter is given
-    prepared: Prepared
-    first: Segment  # up to the first rule with a bare answer (every rule when none has one)
-    rest: tuple[Segment, Segment] | None  # the others: (number with facts, bare number)
-
-
-def _answer(outcome: Outcome) -> RuleFn:
-    """A rule whose answer is a known Outcome: it stops the pipeline like the rule would."""
-    return lambda ctx: outcome
-
-
-def _segment(entries: Sequence[tuple[str, RuleFn | Step | Outcome]]) -> Segment:
-    head: list[Step] = []
-    runs: list[Run] = []
-    for name, entry in entries:
-        if isinstance(entry, Step):
-            if runs:
-                check, at, then = runs[-1]
-                runs[-1] = (check, at, (*then, entry))
-            else:
-                head.append(entry)
-        else:
-            runs.append((_answer(entry) if isinstance(entry, Outcome) else entry, name, ()))
-    return Segment(tuple(head), tuple(runs))
-
-
-def _build(
-    rules: Sequence[Rule], campaign: CampaignConfig, policy: PolicyConfig, name: str,
-    counted: bool,
-) -> Plan:
-    prep = prepared_for(campaign, policy, name)
-    known: list[tuple[str, RuleFn | Step | Outcome]] = []
-    bare: list[tuple[str, RuleFn | Step | Outcome]] = []
-    split = None
-    for rule in rules:
-        fixed = rule.fixed(prep, counted) if rule.fixed is not None else None
-        answer = rule.bare(prep, counted) if rule.bare is not None and fixed is None else None
-        if answer is not None and split is None:
-            split = len(known)
-        known.append((rule.name, fixed or rule.check))
-        bare.append((rule.name, fixed or answer or rule.check))
-    if split is None:
-        return Plan(rules, campaign, policy, name, counted, prep, _segment(known), None)
-    rest = (_segment(known[split:]), _segment(bare[split:]))
-    return Plan(rules, campaign, policy, name, counted, prep, _segment(known[:split]), rest)
-
-
-_PLANS: dict[tuple[int, int, int, str, bool], Plan] = {}
-_last_plan: Plan | None = None
-
-
-def _plan(
-    rules: Sequence[Rule], campaign: CampaignConfig, policy: PolicyConfig, name: str,
-    counted: bool,
-) -> Plan:
-    """The plan for these inputs, made once (a one-entry memo first: most calls in a row
-    are of the same campaign)."""
-    global _last_plan  # noqa: PLW0603 (the memo is module state by design)
-    plan = _last_plan
-    if (
-        plan is not None and plan.rules is rules and plan.campaign is campaign
-        and plan.policy is policy and plan.counted is counted and plan.name == name
-    ):
-        return plan
-    key = (id(rules), id(campaign), id(policy), name, counted)
-    plan = _PLANS.get(key)
-    if plan is None or plan.rules is not rules or plan.campaign is not campaign or (
-        plan.policy is not policy
-    ):
-        if len(_PLANS) > 1024:  # campaign names come off the wire: keep the table bounded
-            _PLANS.clear()
-        plan = _PLANS[key] = _build(rules, campaign, policy, name, counted)
-    _last_plan = plan
-    return plan
-
-
 def decide(
     attempt: Attempt,
     facts: Facts,
@@ -269,24 +173,23 @@ def decide(
     """The decision for one call attempt at `now` (timezone-aware), with its rule trail.
 
     `counter`: the allowed attempts the frequency caps count (None skips the caps)."""
-    plan = _plan(rules, campaign_config, policy_config, attempt.campaign, counter is not None)
+    plan = plan_for(rules, campaign_config, policy_config, attempt.campaign, counter is not None)
     ctx = Context(attempt, facts, campaign_config, policy_config, now, counter, plan.prepared)
-    first = plan.first
-    trail = [*first.head]
+    ctx.trail = plan.start
     try:
-        stop = _run(ctx, first.runs, trail)
+        stop = _run(ctx, plan.first.runs)
         if stop is None and plan.rest is not None:
             # At the first rule with a bare answer: the facts decide which way the rest goes
             # (memberships first, as that rule would read them; then consents, which the
             # calling window has fetched already).
             known, bare = plan.rest
             rest = known if ctx.memberships or ctx.consents else bare
-            trail += rest.head
-            stop = _run(ctx, rest.runs, trail)
+            ctx.trail = ctx.trail.extend(rest.head)
+            stop = _run(ctx, rest.runs)
     except StoreError as exc:
-        return _store_unavailable(policy_config, trail, str(exc))
+        return _store_unavailable(policy_config, ctx.trail, str(exc))
     if stop is not None:
-        return _final(ctx, trail, stop[0], stop[1])
+        return _final(ctx, stop[0], stop[1])
     consent = ctx.consent
     if consent is not None:
         reason = Reason.EBR if consent.type in EBR_TYPES else Reason.CONSENT
@@ -294,25 +197,33 @@ def decide(
         outcome = Outcome(ALLOW, reason, f"{what} #{consent.id}", dynamic=True)
     else:
         outcome = _NO_RESTRICTION
-    return _final(ctx, trail, "allow", outcome)
+    return _final(ctx, "allow", outcome)
 
 
 _NO_RESTRICTION = Outcome(ALLOW, Reason.NO_RESTRICTION)
 
 
-def _run(ctx: Context, runs: tuple[Run, ...], trail: list[Step]) -> tuple[str, Outcome] | None:
-    """Run `runs` in order onto `trail`: the (rule name, Outcome) that stopped it, if any."""
-    for check, name, then in runs:
-        result = check(ctx)
-        if type(result) is Outcome:
-            return name, result
-        trail.append(result)  # type: ignore[arg-type]
-        if then:
-            trail += then
+def _run(ctx: Context, runs: tuple[Run, ...]) -> tuple[str, Outcome] | None:
+    """Run `runs` in order onto `ctx.trail`: the (rule name, Outcome) that stopped it, if
+    any."""
+    trail = ctx.trail
+    try:
+        for check, name, then in runs:
+            result = check(ctx)
+            if type(result) is Outcome:
+                return name, result
+            # Trail.then's lookup, inlined: it runs for every step of every call
+            found = trail.next.get(id(result))
+            if found is not None and found[0] is result:
+                trail = found[1]
+            else:
+                trail = trail.then(result, then)  # type: ignore[arg-type]
+    finally:
+        ctx.trail = trail
     return None
 
 
-def _final(ctx: Context, trail: list[Step], rule: str, outcome: Outcome) -> Decision:
+def _final(ctx: Context, rule: str, outcome: Outcome) -> Decision:
     action = outcome.action
     if action is BLOCK and ctx.policy.mode == "monitor":
         action = FLAG
@@ -322,36 +233,31 @@ def _final(ctx: Context, trail: list[Step], rule: str, outcome: Outcome) -> Deci
     else:
         step = shared_step(rule, text, outcome.detail)
     consent = ctx.consent.id if ctx.consent is not None and action is ALLOW else None
-    trail.append(step)
-    steps = tuple(trail)
-    # Most calls end as an earlier call with the same last step did, with the very same
-    # (shared) steps: that Decision is reused. Comparing the trails costs little when the
-    # steps are the same objects; building a frozen Decision costs more.
-    last = _LAST.get(id(step))
+    trail = ctx.trail
+    # The Decision an earlier call on this trail ended with the same shared step, when it
+    # says the same (a frozen Decision costs more to build than most rules take to run).
+    last = trail.decisions.get(id(step))
     if (
-        last is not None and last.trail == steps and last.reason is outcome.reason
+        last is not None and last.trail[-1] is step and last.reason is outcome.reason
         and last.action is action and last.consent_id == consent
         and last.opens_at == outcome.opens_at
     ):
         return last
-    decision = Decision(action, outcome.reason, rule, steps, outcome.opens_at, consent)
-    if not outcome.dynamic and len(_LAST) < SHARED_LIMIT:  # keyed by shared steps only
-        _LAST[id(step)] = decision  # the Decision holds the step: its id stays its own
+    decision = Decision(action, outcome.reason, rule, (*trail.steps, step), outcome.opens_at,
+                        consent)
+    trail.remember(decision)
     return decision
-
-
-_LAST: dict[int, Decision] = {}  # id(last step) -> the latest Decision ending with it
 
 
 _ACTION_TEXT = {a: a.value for a in Action}
 
 
-def _store_unavailable(policy: PolicyConfig, trail: list[Step], detail: str) -> Decision:
+def _store_unavailable(policy: PolicyConfig, trail: Trail, detail: str) -> Decision:
     """The store could not answer: 503 when on_store_error = "reject" (never a silent
     allow), else forwarded with a flag; monitor mode flags as it does every block."""
     if policy.on_store_error == "reject" and policy.mode != "monitor":
         action = Action.BLOCK
     else:
         action = Action.FLAG
-    trail.append(Step("store", action.value, detail))
-    return Decision(action, Reason.STORE_UNAVAILABLE, "store", tuple(trail))
+    step = Step("store", action.value, detail)
+    return Decision(action, Reason.STORE_UNAVAILABLE, "store", (*trail.steps, step))

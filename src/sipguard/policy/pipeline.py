@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sipguard.policy.caps import AttemptCounter
     from sipguard.policy.consent_rules import ConsentScreen
     from sipguard.policy.geo import Location
+    from sipguard.policy.plans import Trail
     from sipguard.policy.rule_steps import Prepared
 
 
@@ -47,11 +48,12 @@ class Context:
     `prepared` holds the campaign's settings parsed once (`rule_steps.Prepared`). The
     compliance rules add lazily computed slots: where the number rings (`location`), the
     known addresses of its consent records (`addresses`) and its consents screened for this
-    call (`screen`); `rule_steps` fills them on first use.
+    call (`screen`); `rule_steps` fills them on first use. `trail` is the steps so far (the
+    engine moves it on).
     """
 
     __slots__ = ("_consents", "_memberships", "addresses", "attempt", "campaign", "consent",
-                 "counter", "facts", "location", "now", "policy", "prepared", "screen")
+                 "counter", "facts", "location", "now", "policy", "prepared", "screen", "trail")
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class Context:
         self.addresses: tuple[Location, ...] | None = None
         self.screen: ConsentScreen | None = None
         self.prepared = prepared
+        self.trail: Trail  # set by the engine before the first rule runs
 
     @property
     def memberships(self) -> Sequence[Membership]:
@@ -170,3 +173,8 @@ def shared_step(rule: str, outcome: str, detail: str = "") -> Step:
         if len(_STEPS) < SHARED_LIMIT:
             _STEPS[key] = step
     return step
+
+
+def is_shared(step: Step) -> bool:
+    """Whether `step` is the one `shared_step` keeps (it lives as long as the process)."""
+    return _STEPS.get((step.rule, step.outcome, step.detail)) is step
