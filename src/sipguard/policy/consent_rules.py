@@ -33,6 +33,7 @@ from sipguard.policy.rules_data import (
 RevokeScope = Literal["campaign", "all"]
 EBR_TYPES = frozenset({ConsentType.EBR_PURCHASE, ConsentType.EBR_INQUIRY})
 EXPRESS_TYPES = frozenset({ConsentType.EXPRESS, ConsentType.EXPRESS_WRITTEN})
+WRITTEN_TYPES = frozenset({ConsentType.EXPRESS_WRITTEN})
 # Priority when no consent is usable: the most specific explanation wins.
 FAILURE_ORDER = (
     Reason.REASSIGNED_NUMBER,
@@ -92,6 +93,8 @@ class ConsentScreen:
 
     def best(self, types: Iterable[ConsentType] | None = None) -> Consent | None:
         """The most recently granted usable consent of these types (any type when None)."""
+        if not self.usable:  # most numbers on a list have no consent: nothing to look at
+            return None
         wanted = frozenset(types) if types is not None else None
         pool = [c for c in self.usable if wanted is None or c.type in wanted]
         return max(pool, key=lambda c: c.granted_at, default=None)
@@ -181,7 +184,7 @@ def screen_consents(
 def dnc_override(screen: ConsentScreen) -> tuple[Consent, Reason] | None:
     """What lets a call through national/state DNC: express-written consent (reason
     `consent`, issue 3) or a live EBR (reason `ebr`; 47 CFR 64.1200(f)(15)(ii))."""
-    written = screen.best({ConsentType.EXPRESS_WRITTEN})
+    written = screen.best(WRITTEN_TYPES)
     if written is not None:
         return written, Reason.CONSENT
     ebr = screen.best(EBR_TYPES)
@@ -256,7 +259,7 @@ def check_wireless(
     if not autodialed:
         return passed(rule, "wireless, campaign not autodialed")
     needed = (
-        frozenset({ConsentType.EXPRESS_WRITTEN}) if purpose == "telemarketing" else EXPRESS_TYPES
+        WRITTEN_TYPES if purpose == "telemarketing" else EXPRESS_TYPES
     )
     consent = screen.best(needed)
     if consent is not None:
