@@ -176,6 +176,9 @@ def parse_params(text: str, what: str) -> tuple[tuple[str, str | None], ...]:
 
 def param(params: tuple[tuple[str, str | None], ...], name: str) -> str | None:
     """Value of a parameter (names compare case-insensitively); '' for a flag, None if absent."""
+    for key, value in params:  # names as written first: they almost always match exactly
+        if key == name:
+            return "" if value is None else value
     low = name.lower()
     for key, value in params:
         if key.lower() == low:

@@ -8,6 +8,7 @@ messages (`with_headers`), never edit one in place.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sipguard.errors import ProtocolError
@@ -55,9 +56,16 @@ class Header(NamedTuple):
 
     @classmethod
     def make(cls, name: str, value: str) -> Header:
-        label = display_name(canonical_name(name)) if name.islower() else name
-        raw = encode(f"{label}: {value}")
-        return cls(canonical_name(name), raw, len(label))
+        found = _LABELS.get(name)
+        if found is None:
+            canonical = canonical_name(name)
+            found = _LABELS[name] = (canonical, display_name(canonical) if name.islower() else name)
+        canonical, label = found
+        return tuple.__new__(cls, (canonical, encode(f"{label}: {value}"), len(label)))
+
+
+# name as the code writes it -> (canonical name, label on the wire); a few dozen entries
+_LABELS: dict[str, tuple[str, str]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +76,14 @@ class Via:
     host: str
     port: int | None
     params: Params
+    # Read for every message routed (transaction keys): worked out once.
+    branch: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "branch", param(self.params, "branch") or "")
 
     def param(self, name: str) -> str | None:
         return param(self.params, name)
-
-    @property
-    def branch(self) -> str:
-        return self.param("branch") or ""
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -87,7 +96,9 @@ class Via:
         return Via(self.transport, self.host, self.port, (*kept, (name, value)))
 
 
+@lru_cache(maxsize=8192)
 def parse_via(text: str) -> Via:
+    # Cached: a response carries the Vias its request had, and a call's messages repeat them.
     proto, _, rest = text.strip().partition("/")
     version, _, rest = rest.partition("/")
     transport, _, rest = rest.lstrip().replace("\t", " ").partition(" ")  # LWS: SP or HTAB
@@ -190,7 +201,7 @@ def strip_top_value(headers: tuple[Header, ...], name: str) -> tuple[Header, ...
     out = list(headers)
     for i, h in enumerate(out):
         if h.name == name:
-            rest = split_unquoted(h.value, ",")[1:]
+            rest = split_unquoted(h.value, ",")[1:] if b"," in h.raw else None
             if rest:
                 label = decode(h.raw[: h.colon]).strip()
                 out[i] = Header(name, encode(f"{label}: {', '.join(rest)}"), len(label))

@@ -9,7 +9,9 @@ edge can answer it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NoReturn
 
 from sipguard.errors import ProtocolError
@@ -89,8 +91,9 @@ def _split(head: bytes, body: bytes, limits: Limits) -> Message:
         raise ProtocolError("start line too long" if len(first) > limits.max_line
                             else "header line too long")
     headers: list[Header] = []
+    folded = b"\r\n " in head or b"\r\n\t" in head  # rare: skip the per-line test
     for line in lines[1:]:
-        if line[:1] in (b" ", b"\t"):
+        if folded and line[:1] in (b" ", b"\t"):
             if not headers:
                 raise ProtocolError("continuation line before any header")
             prev = headers[-1]
@@ -151,42 +154,81 @@ def _response_line(text: str, headers: tuple[Header, ...], body: bytes) -> Respo
 
 
 def _validate(message: Message, stream: bool) -> Message:
-    counts: dict[str, int] = {}
-    for h in message.headers:
-        counts[h.name] = counts.get(h.name, 0) + 1
+    names = [h.name for h in message.headers]
     for name in SINGLE_HEADERS:
-        if counts.get(name, 0) > 1:
+        if names.count(name) > 1:
             raise ProtocolError(f"more than one {name} header")
     for name in ("via", "from", "to", "call-id", "cseq"):
-        if name not in counts:
+        if name not in names:
             raise ProtocolError(f"missing {name} header")
+    for h in message.headers:
+        if h.name in _CHECKS:
+            _check_field(h)
     message = _frame_body(message, stream)
     message.top_via  # noqa: B018  (parsed and remembered: every message is routed by it)
-    _check_addresses(message)
     if isinstance(message, Request):
         parse_uri(message.uri, "Request-URI")
-    _check_scalars(message)
+        # §8.1.1.5: the CSeq method MUST match the request's (ACK and CANCEL included).
+        if message.cseq[1] != message.method:
+            raise ProtocolError("CSeq method does not match the request method")
     return message
 
 
-def _check_addresses(message: Message) -> None:
-    """Via, From, To and Contact against their RFC 3261 §25.1 rules, one match per field."""
-    for h in message.headers:
-        name = h.name
-        if name == "via":
-            if VIA.fullmatch(h.value) is None:
-                _explain(h.value, "Via")
-        elif name in ("from", "to"):
-            label = name.capitalize()
-            match = NAME_ADDR.fullmatch(h.value)
-            if match is None:
-                _explain(h.value, label)
-            else:
-                uri = match["uri"] or match["bare"]
-                if uri[:4].lower() in ("sip:", "sips"):
-                    parse_uri(uri, label)
-        elif name == "contact" and h.value != "*" and NAME_ADDR_LIST.fullmatch(h.value) is None:
-            _explain(h.value, "Contact")
+def _check_via(value: str) -> None:
+    if VIA.fullmatch(value) is None:
+        _explain(value, "Via")
+
+
+def _check_from_to(value: str, label: str) -> None:
+    match = NAME_ADDR.fullmatch(value)
+    if match is None:
+        _explain(value, label)
+    uri = match["uri"] or match["bare"]
+    if uri[:4].lower() in ("sip:", "sips"):
+        parse_uri(uri, label)
+
+
+def _check_contact(value: str) -> None:
+    if value != "*" and NAME_ADDR_LIST.fullmatch(value) is None:
+        _explain(value, "Contact")
+
+
+def _check_call_id(value: str) -> None:
+    """callid = word [ "@" word ]  (RFC 3261 §25.1)."""
+    if CALL_ID.fullmatch(value) is None:
+        raise ProtocolError("bad Call-ID")
+
+
+def _check_cseq(value: str) -> None:
+    """CSeq = 1*DIGIT LWS Method  (RFC 3261 §20.16)."""
+    cseq = CSEQ.fullmatch(value)
+    if cseq is None:
+        raise ProtocolError("malformed CSeq")
+    parse_uint(cseq["num"], "CSeq", CSEQ_MAX)
+
+
+def _check_uint(value: str, label: str, maximum: int) -> None:
+    parse_uint(value, label, maximum)
+
+
+# The fields a proxy relies on, each against its RFC 3261 §25.1 rule (one match per field).
+_CHECKS: dict[str, Callable[[str], None]] = {
+    "via": _check_via,
+    "from": lambda value: _check_from_to(value, "From"),
+    "to": lambda value: _check_from_to(value, "To"),
+    "contact": _check_contact,
+    "call-id": _check_call_id,
+    "cseq": _check_cseq,
+    "max-forwards": lambda value: _check_uint(value, "Max-Forwards", MAX_FORWARDS_MAX),
+}
+
+
+@lru_cache(maxsize=16384)
+def _check_field(header: Header) -> None:
+    """Check one header field; cached by its exact bytes, because the same From, To,
+    Call-ID and Via lines come back in every message of a call (a bad field raises, and
+    raising is never cached)."""
+    _CHECKS[header.name](header.value)
 
 
 def _explain(value: str, label: str) -> NoReturn:
@@ -198,23 +240,6 @@ def _explain(value: str, label: str) -> NoReturn:
         else:
             parse_name_addr(part, label)
     raise ProtocolError(f"malformed {label}")
-
-
-def _check_scalars(message: Message) -> None:
-    """Call-ID (callid = word ["@" word]), CSeq (§20.16) and Max-Forwards (§20.22)."""
-    if CALL_ID.fullmatch(message.call_id) is None:
-        raise ProtocolError("bad Call-ID")
-    cseq = CSEQ.fullmatch(message.get("cseq") or "")
-    if cseq is None:
-        raise ProtocolError("malformed CSeq")
-    parse_uint(cseq["num"], "CSeq", CSEQ_MAX)
-    method = cseq["method"]
-    # §8.1.1.5: the CSeq method MUST match the request's (ACK and CANCEL included).
-    if isinstance(message, Request) and method != message.method:
-        raise ProtocolError("CSeq method does not match the request method")
-    mf = message.get("max-forwards")
-    if mf is not None:
-        parse_uint(mf, "Max-Forwards", MAX_FORWARDS_MAX)
 
 
 def _frame_body(message: Message, stream: bool) -> Message:
