@@ -7,12 +7,14 @@ core produced, hands its events to the log and re-arms the single loop timer.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 
 from sipguard.sip.peer import Peer
 from sipguard.sip.proxy import Problem, ProxyCore, TransactionDone
 
 Sender = Callable[[Peer, bytes], None]
+TICK = 0.01  # seconds: the granularity of the loop timer that drives the core's timers
 STALL = 0.05  # seconds a timer may fire late before its expiry waits for pending I/O
 EventSink = Callable[[TransactionDone | Problem], None]
 
@@ -44,11 +46,16 @@ class CoreDriver:
         for event in core.events():
             self.on_event(event)
         deadline = core.get_timer()
-        if deadline is not None and (self._armed is None or deadline < self._armed):
-            if self._timer is not None:
-                self._timer.cancel()
-            self._armed = deadline
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+        if deadline is not None:
+            # Wake on TICK boundaries: timers due within the same tick fire in one wake-up
+            # and the loop timer is re-armed once per tick, not once per transaction.
+            # RFC 3261 timers are 500 ms and up; 10 ms late changes nothing on the wire.
+            deadline = math.ceil(deadline / TICK) * TICK
+            if self._armed is None or deadline < self._armed:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._armed = deadline
+                self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         now = self.loop.time()
