@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sipguard.policy.model import Action, Decision, DecisionRecord, Reason, Step
 from sipguard.store.db import Store
-from sipguard.store.writer import AttemptRow, RecordWriter, attempts_since
+from sipguard.store.writer import KEPT, AttemptRow, RecordWriter, TrailJson, attempts_since
 
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
 BLOCKED = Decision(Action.BLOCK, Reason.DNC_NATIONAL, "national-dnc",
@@ -95,3 +95,20 @@ async def test_rows_of_decision_records(store: Store) -> None:
         ("+12025550100", "default", "2026-05-01T12:00:00+00:00", "call-1"),
         ("+12025550100", "default", "2026-05-01T12:00:00.000250+00:00", "call-2"),
     ]
+
+
+def test_trail_json_is_json_dumps_whatever_is_shared() -> None:
+    """The same text for a shared Decision, for new Decisions of shared Steps and of new
+    Steps, also once the tables were emptied for being full."""
+    trail_json = TrailJson()
+
+    def expected(decision: Decision) -> str:
+        return json.dumps([s.as_dict() for s in decision.trail], separators=(",", ":"))
+
+    for _ in range(2):
+        assert trail_json(ALLOWED) == expected(ALLOWED)
+    for i in range(KEPT + 10):
+        step = Step("consent", "allow", f"consent #{i} \u2014 \"ok\"")
+        decision = Decision(Action.ALLOW, Reason.CONSENT, "consent", (*ALLOWED.trail, step))
+        assert trail_json(decision) == expected(decision)
+    assert trail_json(Decision(Action.BLOCK, Reason.INVALID_NUMBER, "valid-number", ())) == "[]"

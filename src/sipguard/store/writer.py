@@ -18,9 +18,10 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from sipguard.errors import StoreError
-from sipguard.policy.model import Action, Decision, DecisionRecord
+from sipguard.policy.model import Action, Decision, DecisionRecord, Step
 from sipguard.store.codec import text_time, time_text
 from sipguard.store.db import Store
 
@@ -32,7 +33,8 @@ _INSERT_ATTEMPT = "INSERT INTO attempts (number, campaign, at, call_id) VALUES (
 
 Params = tuple[str | None, ...]
 Row = tuple[str, Params]  # the INSERT that writes it, its parameters
-DECISION_COLUMNS_KEPT = 4096
+KEPT = 4096  # trails and steps kept by TrailJson, each
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +47,44 @@ class AttemptRow:
     call_id: str
 
 
-def _decision_columns(decision: Decision) -> Params:
-    """The `decisions` columns that come from the Decision alone: action, reason, rule and
-    the rule trail as JSON (numbers in clear are in the other columns: the store is the
-    system of record; pseudonyms are for logs and MQTT)."""
-    trail = [step.as_dict() for step in decision.trail]
-    return (decision.action.value, decision.reason.value, decision.rule,
-            json.dumps(trail, separators=(",", ":")))
+class TrailJson:
+    """A decision's rule trail as the `decisions.trail` column holds it: the JSON list of
+    its steps' `as_dict()`, compact.
+
+    decide() hands most calls shared objects: the same Decision for a common outcome, or
+    at least the same Steps. So the text is kept by identity, a shared Decision's whole
+    trail and each Step's own part (a trail of new steps' parts is then a join, not an
+    encoding). An entry keeps its object alive: no other object can come to have its id.
+    """
+
+    __slots__ = ("_decisions", "_steps")
+
+    def __init__(self) -> None:
+        self._decisions: dict[int, tuple[Decision, str]] = {}
+        self._steps: dict[int, tuple[Step, str]] = {}
+
+    def __call__(self, decision: Decision) -> str:
+        entry = self._decisions.get(id(decision))
+        if entry is None:
+            entry = _keep(self._decisions, decision, self._join(decision.trail))
+        return entry[1]
+
+    def _join(self, trail: tuple[Step, ...]) -> str:
+        parts = []
+        for step in trail:
+            entry = self._steps.get(id(step))
+            if entry is None:
+                entry = _keep(self._steps, step,
+                              json.dumps(step.as_dict(), separators=(",", ":")))
+            parts.append(entry[1])
+        return f"[{','.join(parts)}]"  # json.dumps of the list, same separators
+
+
+def _keep(kept: dict[int, tuple[T, str]], obj: T, text: str) -> tuple[T, str]:
+    if len(kept) >= KEPT:  # details that vary per call make new objects: stay bounded
+        kept.clear()
+    entry = kept[id(obj)] = (obj, text)
+    return entry
 
 
 class RecordWriter:
@@ -74,26 +107,22 @@ class RecordWriter:
         self.last_error: str | None = None
         self._pending: deque[Row] = deque()
         self._wake: asyncio.Event | None = None
-        # id(Decision) -> (that Decision, its columns). decide() hands most calls one of a
-        # few shared Decisions, so their trail is encoded once, not per call; an entry
-        # keeps its Decision alive, so no other object can come to have its id.
-        self._columns: dict[int, tuple[Decision, Params]] = {}
+        self._trail_json = TrailJson()
 
     def submit(self, records: Iterable[DecisionRecord]) -> None:
-        """Queue the rows of these decisions (from the event loop thread; never awaits)."""
-        pending, kept = self._pending, self._columns
+        """Queue the rows of these decisions (from the event loop thread; never awaits).
+        Numbers are stored in clear: the store is the system of record; pseudonyms are
+        for logs and MQTT."""
+        pending, trail_json = self._pending, self._trail_json
         for record in records:
             decision = record.decision
-            entry = kept.get(id(decision))
-            if entry is None:
-                if len(kept) >= DECISION_COLUMNS_KEPT:
-                    kept.clear()
-                entry = kept[id(decision)] = (decision, _decision_columns(decision))
             ts = time_text(record.ts)
             callee = record.callee
-            pending.append((_INSERT_DECISION, (record.decision_id, ts, record.call_id,
-                                              record.campaign, callee, record.caller,
-                                              *entry[1])))
+            pending.append((_INSERT_DECISION, (
+                record.decision_id, ts, record.call_id, record.campaign, callee, record.caller,
+                str(decision.action), str(decision.reason), decision.rule,
+                trail_json(decision),
+            )))
             if decision.action is not Action.BLOCK and callee is not None:  # placed
                 pending.append((_INSERT_ATTEMPT, (callee, record.campaign, ts, record.call_id)))
         if len(pending) > self.max_pending:
