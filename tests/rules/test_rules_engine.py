@@ -12,14 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import phonenumbers
 import pytest
-from phonenumbers.geodata import GEOCODE_DATA
-from phonenumbers.tzdata import TIMEZONE_DATA
 
 from sipguard.config import CampaignConfig, CapConfig, PolicyConfig
 from sipguard.errors import PolicyError
-from sipguard.policy import geo
 from sipguard.policy.caps import AttemptCounter
 from sipguard.policy.engine import RULES, decide
 from sipguard.policy.facts import MemoryFacts
@@ -208,15 +204,6 @@ def test_a_stale_national_list_blocks_when_configured() -> None:
     fresh = MemoryFacts(lists=[ListInfo("national", ListKind.NATIONAL, "US", T0 - 31 * DAY)])
     assert decide(attempt, fresh, CampaignConfig(), PolicyConfig(stale_list="block"),
                   T0).reason is Reason.NO_RESTRICTION
-
-
-def test_nanp_locations_depend_on_the_exchange_only() -> None:
-    """geo.locate_fast caches by '+1NPANXX': phonenumbers' NANP data must not look further."""
-    longest = max(len(k) for k in (*GEOCODE_DATA, *TIMEZONE_DATA) if k.startswith("1"))
-    assert longest <= geo.NANP_KEY - 1
-    for number in ("+12125551234", "+12125559876", "+18505551234", "+18885551234"):
-        assert geo.locate_fast(number) == geo.locate(number)
-    assert phonenumbers.is_valid_number(phonenumbers.parse(PANHANDLE))
 
 
 # -- sipguard check --at against a real store ------------------------------------------

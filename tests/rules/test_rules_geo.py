@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import random
-
 import phonenumbers
 import pytest
 from phonenumbers import timezone
 
-from sipguard.policy import geo
 from sipguard.policy.geo import locate, location_of, region_zones, validate_tables
 from sipguard.policy.rules_data import load_csv
 
@@ -66,17 +63,3 @@ def test_toll_free_rings_in_every_state_zone() -> None:
 
 def test_unparseable_number() -> None:
     assert locate("not a number").country == ""
-
-
-def test_nanp_area_code_shortcut_agrees_with_a_full_lookup() -> None:
-    """Region and number category are taken once per NPA for NANP numbers; every number
-    must get what phonenumbers would say for it alone."""
-    rng = random.Random(5)
-    npas = ["212", "415", "800", "888", "900", "500", "876", "671", "787", "416", "604", "907"]
-    for _ in range(600):
-        e164 = f"+1{rng.choice(npas)}{rng.randint(200, 999)}{rng.randint(0, 9999):04d}"
-        parsed = phonenumbers.parse(e164, None)
-        region, kind = geo._region_and_type(geo._parse(e164), e164)
-        assert region == (phonenumbers.region_code_for_number(parsed) or ""), e164
-        expected = phonenumbers.number_type(parsed) in geo.NON_GEOGRAPHIC
-        assert (kind in geo.NON_GEOGRAPHIC) == expected, e164

@@ -8,10 +8,14 @@ may ring in is listed, and a call is inside a calling window only if it is insid
 
 US territories with their own NANP region code (PR, GU, VI, AS, MP) are located in country
 "US" (TCPA and TSR apply there) with regions such as "US-PR".
+
+NANP numbers get the same answers from tables built on phonenumbers' data (`policy/nanp.py`)
+at a few µs for a number never seen before; other countries ask phonenumbers (cached).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from zoneinfo import ZoneInfo, available_timezones
@@ -19,6 +23,7 @@ from zoneinfo import ZoneInfo, available_timezones
 import phonenumbers
 from phonenumbers import geocoder, timezone
 
+from sipguard.policy.nanp import NanpClass, PrefixTable, tables
 from sipguard.policy.rules_data import load_csv
 
 UNKNOWN_ZONE = "Etc/Unknown"
@@ -95,11 +100,10 @@ def _territories() -> dict[str, str]:
 
 @cache
 def _overrides() -> tuple[_Override, ...]:
-    rows = [
+    return tuple(
         _Override(r["prefix"], r["region"], tuple(r["zones"].split()), r["mode"], r["note"])
         for r in load_csv("npa_overrides.csv")
-    ]
-    return tuple(sorted(rows, key=lambda o: len(o.prefix), reverse=True))  # longest first
+    )
 
 
 def validate_tables() -> None:
@@ -109,6 +113,9 @@ def validate_tables() -> None:
         for zone in region.zones:
             if zone not in known:
                 raise ValueError(f"region_zones.csv {region.code}: unknown zone {zone!r}")
+    prefixes = [o.prefix for o in _overrides()]
+    if len(set(prefixes)) != len(prefixes):
+        raise ValueError("npa_overrides.csv: a prefix is listed twice")
     for override in _overrides():
         if override.mode not in ("add", "replace"):
             raise ValueError(f"npa_overrides.csv {override.prefix}: mode {override.mode!r}")
@@ -161,53 +168,26 @@ def _regions_from_description(country: str, description: str) -> tuple[str, ...]
     return tuple(dict.fromkeys(found))
 
 
+@cache
+def _override_index() -> PrefixTable[_Override]:
+    return PrefixTable({o.prefix: o for o in _overrides()})
+
+
 def _override_for(e164: str) -> _Override | None:
-    for override in _overrides():
-        if e164.startswith(override.prefix):
-            return override
-    return None
+    return _override_index().get(e164)
 
 
-def _parse(e164: str) -> phonenumbers.PhoneNumber:
-    if len(e164) == 12 and e164.startswith("+1") and e164[2:].isdigit():
-        # NANP: the parse would only split '+1' off (a full parse costs ~12 µs per number).
-        return phonenumbers.PhoneNumber(country_code=1, national_number=int(e164[2:]))
-    return phonenumbers.parse(e164, None)
-
-
-def _region_and_type(parsed: phonenumbers.PhoneNumber, e164: str) -> tuple[str, int]:
-    """Numbering region and number type. In NANP both follow from the area code (regions
-    are assigned by NPA; toll-free, premium and personal numbers have NPAs of their own),
-    so they are computed once per NPA."""
-    if parsed.country_code == 1 and len(e164) == 12:
-        return _nanp_npa(e164[:5], parsed)
-    return phonenumbers.region_code_for_number(parsed) or "", phonenumbers.number_type(parsed)
-
-
-_NPAS: dict[str, tuple[str, int]] = {}
-
-
-def _nanp_npa(npa: str, parsed: phonenumbers.PhoneNumber) -> tuple[str, int]:
-    found = _NPAS.get(npa)
-    if found is None:
-        found = _NPAS[npa] = (
-            phonenumbers.region_code_for_number(parsed) or "",
-            phonenumbers.number_type(parsed),
-        )
-    return found
-
-
-@lru_cache(maxsize=65536)
-def locate(e164: str) -> Location:
-    """Country, regions and zones of an E.164 number (cached; pure)."""
-    try:
-        parsed = _parse(e164)
-    except phonenumbers.NumberParseException:
-        return Location("", (), (), "unparseable")
-    numbering_region, kind = _region_and_type(parsed, e164)
+def _assemble(
+    e164: str,
+    numbering_region: str,
+    kind: int,
+    zones_found: Iterable[str],
+    describe: Callable[[], str],
+) -> Location:
+    """A Location from phonenumbers' facts about a number, with the shipped tables applied."""
     territory = _territories().get(numbering_region)
     country = "US" if territory else numbering_region
-    zones = {z for z in timezone.time_zones_for_number(parsed) if z != UNKNOWN_ZONE}
+    zones = {z for z in zones_found if z != UNKNOWN_ZONE}
     if kind in NON_GEOGRAPHIC:
         # toll-free and the like ring anywhere in the country (phonenumbers lists every zone
         # of the numbering plan, Guam to Bermuda): take the country's own regions' zones
@@ -216,9 +196,7 @@ def locate(e164: str) -> Location:
     if territory:
         regions: tuple[str, ...] = (territory,)
     else:
-        # The number is valid (normalisation checked it): skip the re-validation that
-        # description_for_number does.
-        description = geocoder.description_for_valid_number(parsed, "en")
+        description = describe()
         regions = _regions_from_description(country, description) if description else ()
     source = "phonenumbers"
     override = _override_for(e164)
@@ -235,16 +213,31 @@ def locate(e164: str) -> Location:
     return Location(country, regions, tuple(sorted(zones)), source)
 
 
-# NANP numbers: phonenumbers' geocoding and zone data for country code 1 never look past
-# NPA-NXX (7 digits with the country code; tests/rules/test_rules_engine.py checks it
-# against the installed phonenumbers), the number types (toll-free, personal) are decided
-# by the NPA and the override table by the NPA: every number of an exchange has the same
-# Location. A dialer calls millions of numbers in a few thousand exchanges, so the cache
-# below is keyed by '+1NPANXX' and Locations are interned (the engine keys its per-minute
-# calling-window cache by their identity).
-NANP_KEY = 8  # len("+1NPANXX")
-_EXCHANGES: dict[str, Location] = {}
-_EXCHANGES_LIMIT = 1 << 20  # every NANP exchange fits
+def _locate_phonenumbers(e164: str) -> Location:
+    """`locate` asking phonenumbers everything (any country; the reference for NANP)."""
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return Location("", (), (), "unparseable")
+    return _assemble(
+        e164,
+        phonenumbers.region_code_for_number(parsed) or "",
+        phonenumbers.number_type(parsed),
+        timezone.time_zones_for_number(parsed),
+        # The number is valid (normalisation checked it): skip the re-validation that
+        # description_for_number does.
+        lambda: geocoder.description_for_valid_number(parsed, "en"),
+    )
+
+
+# NANP numbers ('+1' and ten digits) are located from tables (policy/nanp.py): the number's
+# class, its time zones and place by prefix, the override by prefix. Those four fix the
+# Location, so Locations are kept by them: a dialer's fresh number in a known exchange
+# class and place costs a few dict lookups. Kept Locations are interned (the engine keys its
+# per-minute calling-window cache by their identity).
+_NanpKey = tuple[NanpClass, tuple[str, ...], str, _Override | None]
+_NANP_LOCATIONS: dict[_NanpKey, Location] = {}
+_NANP_LOCATIONS_LIMIT = 1 << 17  # above the few 10,000 combinations phonenumbers' data has
 _INTERNED: dict[Location, Location] = {}
 
 
@@ -253,22 +246,34 @@ def intern_location(location: Location) -> Location:
     return _INTERNED.setdefault(location, location)
 
 
-def locate_fast(e164: str) -> Location:
-    """`locate`, for the call path: by exchange for NANP numbers, interned."""
-    if len(e164) == 12 and e164[1] == "1":
-        key = e164[:NANP_KEY]
-        found = _EXCHANGES.get(key)
-        if found is None:
-            if len(_EXCHANGES) >= _EXCHANGES_LIMIT:
-                _EXCHANGES.clear()
-            found = _EXCHANGES[key] = intern_location(locate(e164))
-        return found
-    return _locate_other(e164)
+def _is_nanp(e164: str) -> bool:
+    return len(e164) == 12 and e164[:2] == "+1" and e164.isascii() and e164[2:].isdigit()
+
+
+def _locate_nanp(e164: str) -> Location:
+    kind, zones, place = tables().facts(e164[2:])
+    key = (kind, zones, place, _override_for(e164))
+    found = _NANP_LOCATIONS.get(key)
+    if found is None:
+        if len(_NANP_LOCATIONS) >= _NANP_LOCATIONS_LIMIT:
+            _NANP_LOCATIONS.clear()
+        found = _NANP_LOCATIONS[key] = intern_location(
+            _assemble(e164, kind.region, kind.kind, zones, lambda: place)
+        )
+    return found
+
+
+def locate(e164: str) -> Location:
+    """Country, regions and zones of an E.164 number (cached, interned; pure)."""
+    return _locate_nanp(e164) if _is_nanp(e164) else _locate_other(e164)
+
+
+locate_fast = locate  # the call path's name for it (rule_steps, `sipguard check`)
 
 
 @lru_cache(maxsize=65536)
 def _locate_other(e164: str) -> Location:
-    return intern_location(locate(e164))
+    return intern_location(_locate_phonenumbers(e164))
 
 
 def location_of(region: str | None, zone: str | None, country: str = "") -> Location | None:
