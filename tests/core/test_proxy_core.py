@@ -382,6 +382,32 @@ def test_transactions_are_cleaned_up_after_a_call() -> None:
     assert pair.core.get_timer() is None
 
 
+@pytest.mark.parametrize(("status", "reason"), [(200, "OK"), (486, "Busy Here")])
+def test_settled_transactions_hold_no_parsed_message(status: int, reason: str) -> None:
+    """A final response settles both transactions: while they wait out their timers (up
+    to 32 s) they keep bytes to resend, not the parsed messages (memory under load)."""
+    pair = Pair()
+    fwd = pair.feed(DIALER, invite())[TRUNK1][0]
+    assert isinstance(fwd, Request)
+    pair.feed(TRUNK1, response_to(fwd, 180, "Ringing"))
+    assert all(tx.request is not None for tx in pair.core._server.values())
+    out = pair.feed(TRUNK1, response_to(fwd, status, reason))
+    assert [m.status for m in out[DIALER] if isinstance(m, Response)] == [status]
+    server = list(pair.core._server.values())
+    client = list(pair.core._client.values())
+    assert len(server) == len(client) == 1
+    assert server[0].request is None and server[0].last_response is None
+    assert server[0].last_status == status and server[0].last_data is not None
+    assert client[0].request is None and client[0].last_status == status
+    assert all(ctx.request is None for ctx in pair.core._contexts.values())
+    # A retransmitted final still gets through (2xx, RFC 6026) or is absorbed and ACKed.
+    again = pair.feed(TRUNK1, response_to(fwd, status, reason))
+    if status == 200:
+        assert [m.status for m in again[DIALER] if isinstance(m, Response)] == [200]
+    else:
+        assert [m.method for m in again[TRUNK1] if isinstance(m, Request)] == ["ACK"]
+
+
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_call_changing_transport_is_double_record_routed(transport: str) -> None:
     pair = Pair()

@@ -90,13 +90,17 @@ class Problem:
     peer: Peer | None = None
 
 
-def upstream_response(response: Response, request: Request) -> Response:
+def upstream_response(response: Response, request: Request | None) -> Response | None:
     """The response to relay upstream: without our Via (§16.7 step 3). A trunk that echoed
     only our Via would leave none, and a response without Via is malformed; the server
-    transaction knows the Vias its request came with, so those are put back instead."""
+    transaction knows the Vias its request came with, so those are put back instead (None
+    when it has settled: the response is then a retransmission of one relayed already)."""
     headers = strip_top_value(response.headers, "via")
-    if any(h.name == "via" for h in headers):
-        return response.with_headers(headers)
+    for h in headers:
+        if h.name == "via":
+            return response.with_headers(headers)
+    if request is None:
+        return None
     vias = tuple(h for h in request.headers if h.name == "via")
     return response.with_headers(vias + headers)
 
@@ -113,7 +117,8 @@ class _Context:
         base: str, extra: tuple[Header, ...],
     ) -> None:
         self.server = server
-        self.request = request  # as it will be forwarded, minus our Via
+        # As it will be forwarded, minus our Via; None once final (no branch is left to try).
+        self.request: Request | None = request
         self.targets = targets  # (peer, trunk index or -1 for a dialer)
         self.target_index = 0
         self.base = base
@@ -344,6 +349,7 @@ class ProxyCore:
         """Send the request to the current target in a new client transaction."""
         peer, trunk = ctx.targets[ctx.target_index]
         req = ctx.request
+        assert req is not None  # only forwarded before the final response
         me = self.settings.me
         branch = own_branch(ctx.base, ctx.target_index)
         via = Header.make("via", f"SIP/2.0/{peer.transport.upper()} {me.sent_by(peer.transport)}"
@@ -381,7 +387,7 @@ class ProxyCore:
     def _silent(self, ctx: _Context, client: ClientTransaction, now: float) -> None:
         """The trunk said nothing at all within failover_timeout: treat it as down."""
         ctx.failover = None
-        if client is ctx.client and client.last_response is None and not ctx.final:
+        if client is ctx.client and client.last_status is None and not ctx.final:
             self._problem("trunk-silent", "no response within failover_timeout", client.peer)
             client.handle(Event.GIVE_UP, now)
             self._next_target_or_fail(ctx, 408, now)
@@ -405,12 +411,16 @@ class ProxyCore:
             self._respond_locally(ctx, 487 if ctx.cancelled else status, now)
 
     def _respond_locally(self, ctx: _Context, status: int, now: float) -> None:
-        if ctx.final:
-            return
-        ctx.final = True
-        self._stop_context_timers(ctx)
         req = ctx.server.request
+        if ctx.final or req is None:  # the server transaction is settled already
+            return
+        self._finish(ctx)
         ctx.server.respond(make_response(req, status, to_tag=local_tag(ctx.base)), now)
+
+    def _finish(self, ctx: _Context) -> None:
+        ctx.final = True
+        ctx.request = None
+        self._stop_context_timers(ctx)
 
     def _stop_context_timers(self, ctx: _Context) -> None:
         for handle in (ctx.failover, ctx.timer_c):
@@ -464,9 +474,10 @@ class ProxyCore:
 
     def _send_cancel(self, ctx: _Context, now: float) -> None:
         client = ctx.client
-        if client is None or client.state not in (State.CALLING, State.PROCEEDING):
+        invite = client.request if client is not None else None
+        if client is None or invite is None or client.state not in (State.CALLING,
+                                                                    State.PROCEEDING):
             return
-        invite = client.request
         headers = [Header.make("via", invite.get("via") or "")]
         headers.extend(h for h in invite.headers
                        if h.name in ("route", "from", "to", "call-id", "max-forwards"))
@@ -515,7 +526,7 @@ class ProxyCore:
     def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
         ctx = self._contexts.get(tx.key)
         if ctx is None or (ctx.client is not tx and response.status >= 200):
-            if response.status // 100 == 2 and tx.request.method == "INVITE":
+            if response.status // 100 == 2 and tx.method == "INVITE":
                 self._forward_response_statelessly(response, tx.peer)
             return
         status = response.status
@@ -530,8 +541,7 @@ class ProxyCore:
             if status == 100:
                 return  # §16.7 step 5: a 100 is not forwarded
         elif status < 300:
-            ctx.final = True
-            self._stop_context_timers(ctx)
+            self._finish(ctx)
         elif status in (408, 503) and not ctx.cancelled and ctx.target_index + 1 < len(
             ctx.targets
         ):
@@ -540,11 +550,12 @@ class ProxyCore:
             self._forward(ctx, now)
             return
         else:
-            ctx.final = True
-            self._stop_context_timers(ctx)
+            self._finish(ctx)
             if status == 503:  # §16.7 step 6: a 503 is not passed upstream as such
                 response = Response(response.headers, response.body, 500, "Server Internal Error")
-        ctx.server.respond(upstream_response(response, ctx.server.request), now)
+        upstream = upstream_response(response, ctx.server.request)
+        if upstream is not None:
+            ctx.server.respond(upstream, now)
 
     def on_failure(self, tx: ClientTransaction, event: Event, now: float) -> None:
         ctx = self._contexts.get(tx.key)
@@ -563,9 +574,8 @@ class ProxyCore:
             if ctx is not None:
                 self._stop_context_timers(ctx)
             if self.settings.trace:
-                status = tx.last_response.status if tx.last_response else None
-                self._events.append(TransactionDone(tx.request.method, tx.request.call_id,
-                                                    status, tx.peer, now - tx.created))
+                self._events.append(TransactionDone(tx.method, tx.call_id, tx.last_status,
+                                                    tx.peer, now - tx.created))
         else:
             self._client.pop(tx.key, None)
             self._contexts.pop(tx.key, None)
