@@ -9,7 +9,10 @@ machine does not count; each figure is the best of three runs. Prints, for warm 
 * Numbers.e164() on dialled strings: ns per number (NANP fast path and other formats);
 * Gate(request): µs per initial INVITE, already parsed, normalisation, decision, verdict,
   decision record and id included; once with a no-op emit and once with the JSON
-  decision log written to /dev/null (pseudonyms on).
+  decision log written to /dev/null (pseudonyms on);
+* the app's deferred decision sinks (`decision_sinks`): µs per decision for a loop turn
+  of 8 decisions (JSON log line to /dev/null, rows queued), and for the store writer's
+  batches of 500 into SQLite in a temporary directory (both threads: aiosqlite's too).
 The gate's wall clock starts at the same instant as decide()'s `now` (15:00 UTC, 10 µs a
 call), so its figures do not depend on the time of day the bench runs (at night in the
 US nearly every call is refused by the calling window, a different path).
@@ -21,17 +24,21 @@ express-written consent; decide() and the gate are timed against both the plain-
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import os
 import random
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pyroaring import BitMap64
 
+from sipguard.app import decision_sinks
 from sipguard.config import CampaignConfig, Config, LogConfig, PolicyConfig
-from sipguard.log import DecisionLog, Pseudonymizer, configure_logging
+from sipguard.log import PSEUDONYM_ENV, DecisionLog, Pseudonymizer, configure_logging
 from sipguard.policy.engine import decide
 from sipguard.policy.facts import MemoryFacts
 from sipguard.policy.gate import Gate
@@ -48,7 +55,9 @@ from sipguard.policy.numbers import Numbers
 from sipguard.sip.message import Request
 from sipguard.sip.parser import parse_message
 from sipguard.sip.peer import Peer
+from sipguard.store.db import Store
 from sipguard.store.index import Index, ListInfo
+from sipguard.store.writer import RecordWriter
 
 AREA_CODES = ("415", "212", "305", "512", "602", "617", "713", "808", "917", "202")
 NOW = datetime(2026, 6, 1, 15, 0, tzinfo=UTC)
@@ -113,8 +122,85 @@ def invite(number: str, i: int) -> Request:
     return message
 
 
+class LoopTurns:
+    """The event loop as `decision_sinks` uses it: what `call_soon` queued runs at `turn()`.
+    Keeps the loop's own per-turn cost out of the sinks' figure."""
+
+    def __init__(self) -> None:
+        self.ready: list[Callable[[], None]] = []
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        self.ready.append(callback)
+
+    def turn(self) -> None:
+        ready, self.ready = self.ready, []
+        for callback in ready:
+            callback()
+
+
+def time_sinks(config: Config, records: list[DecisionRecord]) -> tuple[float, float]:
+    """CPU seconds of the sinks on the loop thread, and of the writer's flushes."""
+    turn, batch = 8, 500
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = asyncio.Runner()
+        store = runner.run(Store.open(Path(tmp) / "bench.db"))
+        writer = RecordWriter(store, batch=batch)
+        loop = LoopTurns()
+        emit = decision_sinks(config, writer, loop)  # type: ignore[arg-type]
+        sinks = flushes = 0.0
+        for start in range(0, len(records), batch):
+            t = time.process_time()
+            for i in range(start, min(start + batch, len(records)), turn):
+                for record in records[i : i + turn]:
+                    emit(record)
+                loop.turn()
+            sinks += time.process_time() - t
+            t = time.process_time()
+            runner.run(writer.flush())
+            flushes += time.process_time() - t
+        runner.run(store.close())
+        runner.close()
+    return sinks, flushes
+
+
 def best_of(runs: int, fn: Callable[[], float]) -> float:
     return min(fn() for _ in range(runs))
+
+
+def bench_gate(dialled: list[str], num: Numbers, index: Facts, config: Config) -> None:
+    """The gate's figures (with and without the log line), then the sinks'."""
+    n = len(dialled)
+    requests = [invite(d, i) for i, d in enumerate(dialled)]
+    peer = Peer("udp", "10.1.0.5", 5060)
+
+    def run_gate(emit: Callable[[DecisionRecord], None]) -> float:
+        gate = Gate(config, index, emit, itertools.count(NOW.timestamp(), 1e-5).__next__)
+        gate.numbers = num  # warm
+        t = time.process_time()
+        for i, r in enumerate(requests):
+            gate(r, peer, float(i))
+        return time.process_time() - t
+
+    elapsed = best_of(3, lambda: run_gate(lambda r: None))
+    print(f"  Gate(request), Index, no-op emit:  {elapsed / n * 1e6:8.2f} µs/INVITE "
+          f"({n / elapsed:,.0f}/s)")
+    with open(os.devnull, "w") as sink:
+        configure_logging(config, stream=sink)
+        log = DecisionLog(Pseudonymizer(b"bench-key"))
+        elapsed = best_of(3, lambda: run_gate(log))
+    print(f"  Gate(request) + JSON decision log: {elapsed / n * 1e6:8.2f} µs/INVITE "
+          f"({n / elapsed:,.0f}/s)")
+
+    records: list[DecisionRecord] = []
+    run_gate(records.append)
+    os.environ.setdefault(PSEUDONYM_ENV, "bench-key")
+    with open(os.devnull, "w") as sink:
+        configure_logging(config, stream=sink)
+        timings = [time_sinks(config, records) for _ in range(3)]
+    sinks = min(t[0] for t in timings)
+    flushes = min(t[1] for t in timings)
+    print(f"  decision sinks, log line + rows:   {sinks / n * 1e6:8.2f} µs/decision")
+    print(f"  store writer, batches of 500:      {flushes / n * 1e6:8.2f} µs/decision")
 
 
 def main() -> None:
@@ -165,27 +251,8 @@ def main() -> None:
         elapsed = best_of(3, run_norm)
         print(f"  Numbers.e164 {label:22s} {elapsed / len(items) * 1e9:8.0f} ns/number")
 
-    requests = [invite(d, i) for i, d in enumerate(dialled)]
-    peer = Peer("udp", "10.1.0.5", 5060)
     config = Config(policy=policy, campaigns={"default": campaign}, log=LogConfig())
-
-    def run_gate(emit: Callable[[DecisionRecord], None], source: Facts = index) -> float:
-        gate = Gate(config, source, emit, itertools.count(NOW.timestamp(), 1e-5).__next__)
-        gate.numbers = num  # warm
-        t = time.process_time()
-        for i, r in enumerate(requests):
-            gate(r, peer, float(i))
-        return time.process_time() - t
-
-    elapsed = best_of(3, lambda: run_gate(lambda r: None))
-    print(f"  Gate(request), Index, no-op emit:  {elapsed / n * 1e6:8.2f} µs/INVITE "
-          f"({n / elapsed:,.0f}/s)")
-    with open(os.devnull, "w") as sink:
-        configure_logging(config, stream=sink)
-        log = DecisionLog(Pseudonymizer(b"bench-key"))
-        elapsed = best_of(3, lambda: run_gate(log))
-    print(f"  Gate(request) + JSON decision log: {elapsed / n * 1e6:8.2f} µs/INVITE "
-          f"({n / elapsed:,.0f}/s)")
+    bench_gate(dialled, num, index, config)
 
 
 if __name__ == "__main__":
