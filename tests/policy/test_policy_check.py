@@ -30,6 +30,10 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
+# A weekday afternoon in every US time zone: the calling window never decides these tests.
+DAYTIME = ("--at", "2026-06-03T18:00:00+00:00")
+
+
 def check(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
     assert main(["-c", str(config), "check", *args]) == 0
     result: dict[str, Any] = json.loads(capsys.readouterr().out)
@@ -53,7 +57,7 @@ def seed(db: Path) -> None:
 
 
 def test_without_a_store(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    result = check(config, capsys, "(415) 555-2671")
+    result = check(config, capsys, "(415) 555-2671", *DAYTIME)
     assert (result["decision"], result["reason"], result["callee"]) == (
         "allow", "no-restriction", "+14155552671")
     assert result["store"] is None
@@ -63,11 +67,11 @@ def test_without_a_store(config: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_from_the_store(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seed(config.parent / "var" / "sipguard.db")
-    blocked = check(config, capsys, "+1 415 555 2671")
+    blocked = check(config, capsys, "+1 415 555 2671", *DAYTIME)
     assert (blocked["decision"], blocked["reason"], blocked["rule"]) == (
         "block", "dnc-national", "national-state-dnc")
     allowed = check(config, capsys, "4155552671", "--campaign", "spring",
-                    "--caller", "+12125550100")
+                    "--caller", "+12125550100", *DAYTIME)
     assert (allowed["decision"], allowed["reason"], allowed["caller"]) == (
         "allow", "consent", "+12125550100")
     assert allowed["consent_id"] == 1

@@ -105,7 +105,7 @@ def test_608_and_advertised_host() -> None:
         sip=SipConfig(advertised_host="sbc.example.net"),
         policy=PolicyConfig(block_response=BlockResponse(608, "Rejected")),
     )
-    g = Gate(config, MemoryFacts([("+14155552671", OPTED_OUT)]), lambda r: None)
+    g = Gate(config, MemoryFacts([("+14155552671", OPTED_OUT)]), lambda r: None, Clock())
     verdict = g(invite(), DIALER, 1.0)
     assert isinstance(verdict, Block)
     assert (verdict.status, verdict.reason) == (608, "Rejected")
@@ -261,7 +261,7 @@ def test_emit_failure_does_not_fail_the_call() -> None:
     def broken(record: DecisionRecord) -> None:
         raise OSError("disk full")
 
-    g = Gate(Config(), MemoryFacts(), broken)
+    g = Gate(Config(), MemoryFacts(), broken, Clock())
     assert isinstance(g(invite(), DIALER, 1.0), Allow)
     assert g.emit_failures == 1
 
