@@ -6,6 +6,7 @@ import phonenumbers
 import pytest
 from phonenumbers import timezone
 
+from sipguard.policy import geo
 from sipguard.policy.geo import locate, location_of, region_zones, validate_tables
 from sipguard.policy.rules_data import load_csv
 
@@ -63,3 +64,16 @@ def test_toll_free_rings_in_every_state_zone() -> None:
 
 def test_unparseable_number() -> None:
     assert locate("not a number").country == ""
+
+
+def test_an_exchange_shares_one_location_unless_later_digits_decide() -> None:
+    """A NANP exchange the tables settle gives every number of it one Location; where the
+    seventh digit matters (Barbados 246-521x) each number is located on its own."""
+    ny = [locate(f"+1212555{line:04d}") for line in (0, 1234, 9999)]
+    assert ny[0] is ny[1] is ny[2] is geo._EXCHANGES["+1212555"]
+    assert ny[0] == geo._locate_phonenumbers("+12125551234")
+    barbados = ["+12465210000", "+12465212000", "+12465217000"]
+    assert len({locate(n).zones for n in barbados}) == 3
+    assert geo._EXCHANGES["+1246521"] is None
+    for number in barbados:
+        assert locate(number) == geo._locate_phonenumbers(number), number

@@ -321,6 +321,14 @@ class Classifier:
             state = table[state * 10 + byte - 48]
         return self._classes[state]
 
+    def settled(self, prefix: str) -> NanpClass | None:
+        """The class of every number that starts with `prefix` (ASCII digits, fewer than
+        ten), when those digits decide it already; None when the rest may change it."""
+        try:
+            return self.classify(prefix)  # a whole number's walk, cut short
+        except KeyError:  # it stopped on a state not decided yet
+            return None
+
     def state_count(self) -> int:
         return len(self._members)
 
@@ -341,11 +349,17 @@ def _ask_phonenumbers(national: str) -> NanpClass:
 class PrefixTable(Generic[T]):
     """Longest-prefix lookup, as phonenumbers does in its prefix tables."""
 
-    __slots__ = ("_lengths", "_table")
+    __slots__ = ("_inner", "_lengths", "_table")
 
     def __init__(self, table: dict[str, T]) -> None:
         self._table = table
         self._lengths = tuple(sorted({len(key) for key in table}, reverse=True))
+        self._inner = frozenset(key[:n] for key in table for n in range(len(key)))
+
+    def decides(self, prefix: str) -> bool:
+        """Whether `get` answers the same for every key that starts with `prefix` (no entry
+        is longer and starts with it): `get(prefix)` is then their answer."""
+        return prefix not in self._inner
 
     def get(self, key: str) -> T | None:
         table = self._table
@@ -388,6 +402,19 @@ class NanpTables:
         if zones is None:
             zones = self._zones.get(national) or _UNKNOWN_ZONES
         return kind, zones, self._places.get(national) or kind.country_name
+
+    def settled_facts(self, prefix: str) -> tuple[NanpClass, tuple[str, ...], str] | None:
+        """`facts` of every number that starts with `prefix` (digits, fewer than ten), when
+        those digits decide them all; None when the digits after it may change one."""
+        kind = self.classifier.settled(prefix)
+        if kind is None or not self._places.decides(prefix):
+            return None
+        zones = kind.zones
+        if zones is None:
+            if not self._zones.decides(prefix):
+                return None
+            zones = self._zones.get(prefix) or _UNKNOWN_ZONES
+        return kind, zones, self._places.get(prefix) or kind.country_name
 
 
 @cache
