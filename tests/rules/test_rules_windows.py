@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from rules.helpers_rules import local, utc
 from sipguard.errors import PolicyError
+from sipguard.policy import holidays_cal
 from sipguard.policy.geo import locate, location_of
 from sipguard.policy.model import Reason
-from sipguard.policy.windows import WeekHours, check_calling_window, load_windows
+from sipguard.policy.windows import (
+    WeekHours,
+    check_calling_window,
+    load_windows,
+    warm_holidays,
+)
 
 NY = "+12125551234"
 PHOENIX = "+16025551234"
@@ -227,3 +235,20 @@ def test_every_shipped_rule_cites_its_source() -> None:
         assert any(r.region == region for r in table.rules), region
     assert {"us-federal", "ca-federal", "au-federal", "fr-national"} <= ids
     assert all(r.source.strip() for r in table.rules)
+
+
+def test_warm_holidays_builds_every_calendar_the_rules_use() -> None:
+    """Built at start, not by the first call to a state (a ~0.3 s stall under load)."""
+    holidays_cal._calendar.cache_clear()
+    warmed = warm_holidays(date(2026, 12, 20))
+    closing = [r for r in load_windows().rules if r.holidays_closed]
+    assert warmed == len(closing) > 0
+    built = holidays_cal._calendar.cache_info()
+    assert built.currsize > 0
+    # Every closing rule's calendar for this year and the next is now a cache hit.
+    for rule in closing:
+        rule.holiday(date(2026, 12, 25))
+        rule.holiday(date(2027, 1, 1))
+    after = holidays_cal._calendar.cache_info()
+    assert after.misses == built.misses and after.currsize == built.currsize
+    assert any(r.holiday(date(2026, 12, 25)) for r in closing)  # Christmas closes someone
