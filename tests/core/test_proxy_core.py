@@ -396,7 +396,7 @@ def test_settled_transactions_hold_no_parsed_message(status: int, reason: str) -
     server = list(pair.core._server.values())
     client = list(pair.core._client.values())
     assert len(server) == len(client) == 1
-    assert server[0].request is None and server[0].last_response is None
+    assert server[0].request is None
     assert server[0].last_status == status and server[0].last_data is not None
     assert client[0].request is None and client[0].last_status == status
     assert all(ctx.request is None for ctx in pair.core._contexts.values())

@@ -141,7 +141,7 @@ class Transaction:
             # What is left to do (absorb or resend, wait out timers D, I-M: up to 32 s)
             # needs bytes only: at 1,000 calls/s, holding parsed messages that long kept
             # ~20 KB per call alive, most of the gateway's memory under load.
-            self._settle()
+            self.request = None
         if nxt is State.TERMINATED and before is not State.TERMINATED:
             for handle in self._timers.values():
                 self.tu.cancel_timer(handle)
@@ -170,9 +170,6 @@ class Transaction:
 
     def active_timers(self) -> frozenset[Event]:
         return frozenset(self._timers)
-
-    def _settle(self) -> None:
-        self.request = None
 
     def _terminate_quietly(self, now: float, _m: object) -> None:
         """Entering Terminated is the whole effect (handled in `handle`)."""
@@ -336,16 +333,15 @@ class NonInviteClientTransaction(ClientTransaction):
 class ServerTransaction(Transaction):
     """Receives `request` from `peer`; the TU sends responses through it."""
 
-    __slots__ = ("last_data", "last_response", "last_status")
+    __slots__ = ("last_data", "last_status")
 
     def __init__(
         self, key: str, request: Request, peer: Peer, tu: TransactionUser, timers: TimerValues,
         now: float,
     ) -> None:
         super().__init__(key, request, peer, tu, timers, now)
-        self.last_response: Response | None = None  # until settled, like the request
         self.last_status: int | None = None
-        self.last_data: bytes | None = None
+        self.last_data: bytes | None = None  # the last response as sent, to resend
 
     def respond(self, response: Response, now: float) -> None:
         status = response.status
@@ -354,14 +350,9 @@ class ServerTransaction(Transaction):
 
     def _send(self, now: float, m: Request | Response | None) -> None:
         assert isinstance(m, Response)
-        self.last_response = m
         self.last_status = m.status
         self.last_data = m.serialize()
         self.tu.send(self.peer, self.last_data)
-
-    def _settle(self) -> None:
-        self.request = None
-        self.last_response = None
 
     def _resend(self, now: float, _m: object) -> None:
         if self.last_data is not None:
