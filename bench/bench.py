@@ -21,7 +21,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -522,6 +522,20 @@ class Plan:
     fixed_seconds: float
     retries: int
     down_tries: int = 3
+    refine_tries: int = 2  # halvings of the gap between the last passed and the failed step
+
+
+def refine(low: int, high: int, tries: int, attempt: Callable[[int], bool]) -> None:
+    """The steps are coarse (1,000 calls/s apart): look between the last rate passed and
+    the one that failed, halving the gap (rounded down to 100 calls/s), each rate once."""
+    for _ in range(tries):
+        rate = (low + high) // 200 * 100
+        if rate <= low:
+            return
+        if attempt(rate):
+            low = rate
+        else:
+            high = rate
 
 
 def measure_path(env: Env, plan: Plan, res: PathResult, port: int, pids_of: Proc | None,
@@ -566,11 +580,16 @@ def measure_path(env: Env, plan: Plan, res: PathResult, port: int, pids_of: Proc
     def proxy_dead() -> bool:
         return pids_of is not None and not pids_of.alive()
 
+    failed: int | None = None
     for rate in plan.steps:
         tries = (attempt(rate, f"{tag}-{rate}-{i}") for i in range(1 + plan.retries)
                  if not proxy_dead())
         if not any(tries):
+            failed = rate
             break
+    if res.max_rate is not None and failed is not None:
+        refine(res.max_rate, failed, plan.refine_tries,
+               lambda rate: not proxy_dead() and attempt(rate, f"{tag}-{rate}-refine"))
     if res.max_rate is None and plan.steps:
         # Not even the first step: look below it (halving, three tries at most).
         rate = plan.steps[0]
@@ -947,7 +966,8 @@ def report(  # noqa: PLR0912
 
     row("DNC list size (numbers)", None, size if k.load_s else None,
         size if s.load_s else None, False)
-    row(f"highest rate, 0 failures (calls/s; steps {plan.steps[0]}..{plan.steps[-1]}, "
+    refined = f", then the gap halved {plan.refine_tries}×" if plan.refine_tries else ""
+    row(f"highest rate, 0 failures (calls/s; steps {plan.steps[0]}..{plan.steps[-1]}{refined}, "
         f"{plan.step_seconds:g} s each)", d.max_rate, k.max_rate, s.max_rate)
     for code, name in ((200, "INVITE→200"), (603, "INVITE→603"), (None, "INVITE→final, all")):
         for q in (50, 99):
@@ -1082,6 +1102,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915
         fixed_seconds=3.0 if quick else 10.0,
         retries=args.retries if args.retries is not None else (0 if quick else 1),
         down_tries=1 if quick else 3,
+        refine_tries=0 if quick else 2,
     )
     for tool in ("sipp", "tcpdump", "kamailio"):
         if shutil.which(tool) is None:
