@@ -20,7 +20,7 @@ from sipguard.config import Config, load_config
 from sipguard.policy.caps import AttemptCounter, AttemptRecord, required_horizon
 from sipguard.policy.facts import EMPTY_FACTS
 from sipguard.policy.gate import Gate, attempt_counter
-from sipguard.policy.geo import locate_fast
+from sipguard.policy.geo import locate
 from sipguard.policy.model import DecisionRecord, Facts
 from sipguard.policy.rule_steps import all_caps
 from sipguard.store.codec import parse_user_time
@@ -92,7 +92,7 @@ def _location(callee: str | None) -> dict[str, Any] | None:
     """Where the called number rings, as the calling-window and cap rules read it."""
     if callee is None:
         return None
-    loc = locate_fast(callee)
+    loc = locate(callee)
     return {"country": loc.country, "regions": list(loc.regions), "zones": list(loc.zones),
             "source": loc.source}
 

@@ -299,8 +299,6 @@ def locate(e164: str) -> Location:
     return _locate_nanp(e164) if _is_nanp(e164) else _locate_other(e164)
 
 
-locate_fast = locate  # the call path's name for it (rule_steps, `sipguard check`)
-
 
 @lru_cache(maxsize=65536)
 def _locate_other(e164: str) -> Location:

@@ -6,7 +6,7 @@ Each adapter turns a `RuleResult` into a trail `Step` (the pipeline goes on) or 
 
 * `Prepared`: a campaign's settings parsed once per (campaign config, policy, campaign
   name): its own hours, caller IDs in E.164, configured caps, declared holidays;
-* where a number rings: `geo.locate_fast` (by NANP exchange, interned Locations);
+* where a number rings: `geo.locate` (by NANP exchange, interned Locations);
 * the calling window: one `windows.WindowState` per (campaign, location, known addresses)
   and UTC minute (the answer cannot change within a minute); only a blocked call formats
   its own detail, and the next-opening search runs once per minute for a closed location;
@@ -180,7 +180,7 @@ def worth_counting(prep: Prepared, number: str, has_address: bool) -> bool:
     anywhere when the number's state is unknown or a consent names an address."""
     if prep.caps or has_address:
         return True
-    loc = geo.locate_fast(number)
+    loc = geo.locate(number)
     key = (id(prep), id(loc))
     entry = _RELEVANT.get(key)
     if entry is None or entry[0] is not prep:
@@ -202,7 +202,7 @@ def worth_counting(prep: Prepared, number: str, has_address: bool) -> bool:
 def location(ctx: Context) -> geo.Location:
     found = ctx.location
     if found is None:
-        found = ctx.location = geo.locate_fast(ctx.attempt.callee or "")
+        found = ctx.location = geo.locate(ctx.attempt.callee or "")
     return found
 
 
