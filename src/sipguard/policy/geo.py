@@ -147,11 +147,6 @@ def country_zones(country: str) -> tuple[str, ...]:
     return tuple(sorted(zones))
 
 
-def country_regions(country: str) -> tuple[str, ...]:
-    """Every region the shipped table knows in a country ("US" -> "US-AL", ...)."""
-    return tuple(code for code, r in _regions().items() if r.country == country and "-" in code)
-
-
 def _regions_from_description(country: str, description: str) -> tuple[str, ...]:
     """'Elizabethtown, KY' / 'Florida' / 'Northwest Territories/Nunavut/Yukon' -> codes."""
     names = _names()
@@ -321,12 +316,3 @@ def zone_info(name: str) -> ZoneInfo:
 @cache
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
-
-
-def is_mobile(e164: str) -> bool:
-    """phonenumbers says MOBILE (never for NANP, where fixed and mobile share ranges)."""
-    try:
-        parsed = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return False
-    return bool(phonenumbers.number_type(parsed) == phonenumbers.PhoneNumberType.MOBILE)
