@@ -287,6 +287,44 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OverloadConfig:
+    enabled: bool = doc(
+        "Answer new calls 503 + Retry-After while the UDP receive queue holds a backlog, so "
+        "that calls in progress finish and the gateway recovers (RFC 6357). In-dialog "
+        "requests, ACK, CANCEL, responses and emergency numbers are never shed.",
+        True,
+    )
+    max_queue_delay: float = doc(
+        "Shed when a datagram has waited this many seconds in the kernel's receive queue. "
+        "An INVITE's round trip crosses that queue twice (the INVITE, then the trunk's "
+        "answer): at 0.25 s each, dialers and trunks start retransmitting (T1 = 0.5 s).",
+        0.1,
+    )
+    max_queue_fill: float = doc(
+        "Shed when the receive queue is this full (a fraction of the buffer the kernel "
+        "granted, see sip.udp_buffer_bytes); datagrams dropped for a full buffer shed too.",
+        0.5,
+    )
+    retry_after: int = doc(
+        "Seconds in the Retry-After of the 503 (RFC 3261 §21.5.4): when the dialer may "
+        "try the call again.",
+        5,
+    )
+    hold: float = doc(
+        "While overloaded, the share of new calls shed rises while the queue is above a "
+        "mark and falls (to none in 1 s) while it is under half of both marks; the episode "
+        "ends after this many seconds with none shed (one overload stays one episode).",
+        1.0,
+    )
+    sample_interval: float = doc("Seconds between two readings of the receive queues.", 0.01)
+    log_interval: float = doc(
+        "While shedding, seconds between two overload.shedding summaries (calls shed by "
+        "campaign); entering and leaving overload are logged once each.",
+        10.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     node: NodeConfig = doc("This gateway.", factory=NodeConfig)
     sip: SipConfig = doc("SIP transports and timers.", factory=SipConfig)
@@ -304,6 +342,7 @@ class Config:
     log: LogConfig = doc("Decision and event log.", factory=LogConfig)
     mqtt: MqttConfig = doc("Optional MQTT bus.", factory=MqttConfig)
     metrics: MetricsConfig = doc("Optional Prometheus metrics.", factory=MetricsConfig)
+    overload: OverloadConfig = doc("Overload protection.", factory=OverloadConfig)
     base_dir: str = doc("Directory relative paths are resolved from (set by the loader).", ".")
 
     def resolve(self, path: str) -> Path:
@@ -452,6 +491,7 @@ def validate(config: Config) -> None:
     if "default" not in config.campaigns:
         raise ConfigError("campaigns.default", "is required (it applies when no campaign is named)")
     _validate_policy(config.policy)
+    _validate_overload(config.overload)
     for name, campaign in config.campaigns.items():
         _validate_campaign(f"campaigns.{name}", campaign, config.policy.default_region)
 
@@ -476,6 +516,23 @@ def _validate_policy(policy: PolicyConfig) -> None:
                 raise ConfigError(
                     f"policy.extra_holidays.{region}[{i}]", f"{day!r} is not a date YYYY-MM-DD"
                 ) from None
+
+
+def _validate_overload(overload: OverloadConfig) -> None:
+    for key, value in (("max_queue_delay", overload.max_queue_delay),
+                       ("sample_interval", overload.sample_interval),
+                       ("log_interval", overload.log_interval)):
+        if value <= 0:
+            raise ConfigError(f"overload.{key}", "must be positive")
+    if not 0 < overload.max_queue_fill <= 1:
+        raise ConfigError("overload.max_queue_fill", "must be above 0 and at most 1")
+    if overload.retry_after < 0:
+        raise ConfigError("overload.retry_after", "must not be negative")
+    if overload.hold < 0:
+        raise ConfigError("overload.hold", "must not be negative")
+    if overload.sample_interval > overload.max_queue_delay:
+        raise ConfigError("overload.sample_interval",
+                          "must not exceed overload.max_queue_delay (it would see too late)")
 
 
 def _validate_caps(key: str, caps: tuple[CapConfig, ...]) -> None:
