@@ -23,8 +23,19 @@ from sipguard import housekeeping as rules
 from sipguard.config import Config
 from sipguard.errors import ConfigError
 from sipguard.log import configure_logging, decision_log
+from sipguard.overload import (
+    Ended,
+    Marks,
+    OverloadGuard,
+    ShedHook,
+    Started,
+    Transition,
+    emergency_exempt,
+    overload_block,
+)
 from sipguard.policy.gate import Gate
 from sipguard.policy.model import DecisionRecord
+from sipguard.policy.numbers import Numbers
 from sipguard.policy.windows import warm_holidays
 from sipguard.sip.parser import Limits
 from sipguard.sip.peer import Peer, Transport
@@ -38,6 +49,7 @@ from sipguard.store.db import Store
 from sipguard.store.session import socket_path, store_path
 from sipguard.store.sync import load_index, sync_now, watch
 from sipguard.store.writer import RecordWriter
+from sipguard.transport.backlog import BacklogSampler, QueueProbe
 from sipguard.transport.driver import CoreDriver
 from sipguard.transport.tcp import TcpPool
 from sipguard.transport.udp import open_udp
@@ -116,6 +128,38 @@ def log_core_event(event: TransactionDone | Problem) -> None:
                   duration_ms=round(event.duration * 1000, 3))
 
 
+def log_overload(change: Transition) -> None:
+    """One line when shedding starts, one when it ends, a summary per log_interval."""
+    reading = change.reading
+    measured = {"queue_delay_ms": round(reading.delay * 1000, 1), "queue_bytes": reading.queued,
+                "queue_fill": round(reading.fill, 3), "kernel_drops": reading.drops}
+    if isinstance(change, Started):
+        log.warning("overload.start", cause=change.cause, **measured)
+    elif isinstance(change, Ended):
+        log.warning("overload.end", duration_s=round(change.duration, 3), shed=change.shed,
+                    shed_by_campaign=change.by_campaign,
+                    worst_queue_delay_ms=round(change.worst_delay * 1000, 1),
+                    dropped=change.drops, **measured)
+    else:
+        log.warning("overload.shedding", shed=change.shed, shed_by_campaign=change.by_campaign,
+                    shed_fraction=round(change.fraction, 2),
+                    worst_queue_delay_ms=round(change.worst_delay * 1000, 1), **measured)
+
+
+def overload_guard(config: Config) -> OverloadGuard:
+    o = config.overload
+    return OverloadGuard(Marks(o.max_queue_delay, o.max_queue_fill, o.hold, o.log_interval))
+
+
+def shed_hook(config: Config, hook: DecisionHook, guard: OverloadGuard) -> ShedHook:
+    policy = config.policy
+    exempt = emergency_exempt(Numbers(policy.default_region, policy.strip_prefixes),
+                              policy.number_source, policy.emergency_numbers)
+    host = config.sip.advertised_host or config.node.name
+    return ShedHook(hook, guard, overload_block(config.overload.retry_after, host), exempt,
+                    policy.campaign_header)
+
+
 class Gateway:
     """The running gateway: sockets, the core driver, and the tasks that feed them."""
 
@@ -123,6 +167,12 @@ class Gateway:
         self.config = config
         self.hook = hook
         self.driver: CoreDriver | None = None
+        # [overload]: new calls get 503 while the UDP receive queues hold a backlog
+        self.guard: OverloadGuard | None = None
+        self.sampler: BacklogSampler | None = None
+        if config.overload.enabled:
+            self.guard = overload_guard(config)
+            self.hook = shed_hook(config, hook, self.guard)
         self._closers: list[Callable[[], object]] = []
 
     async def start(self) -> None:
@@ -140,11 +190,14 @@ class Gateway:
         # bound, and its answer must have a way out while the TCP listeners still open.
         addresses = sorted(sip.addresses(), key=lambda a: a.transport != "udp")
         first_udp = True
+        probes = []
         for address in addresses:
             if address.transport == "udp":
                 transport, endpoint = await open_udp(driver, address.host, address.port,
                                                      sip.udp_buffer_bytes)
                 self._closers.append(transport.close)
+                if endpoint.sock is not None:
+                    probes.append(QueueProbe(endpoint.sock))
                 if first_udp:  # the first UDP socket is the one sipguard sends from
                     driver.senders["udp"] = endpoint.send
                     first_udp = False
@@ -152,8 +205,23 @@ class Gateway:
                 server = await pool.listen(address.host, address.port)
                 self._closers.append(server.close)
         self._closers.append(driver.close)
+        if self.guard is not None and probes:
+            self._watch_backlog(loop, probes, self.guard)
         log.info("sipguard.listening", listen=list(sip.listen),
                  trunks=[str(t.peer) for t in core.settings.trunks])
+
+    def _watch_backlog(
+        self, loop: asyncio.AbstractEventLoop, probes: list[QueueProbe], guard: OverloadGuard
+    ) -> None:
+        def unmeasurable() -> None:
+            log.warning("overload.unmeasurable", detail="the UDP receive queue cannot be read "
+                        "here (SO_MEMINFO / SIOCGSTAMP are Linux-only): no overload protection")
+
+        sampler = BacklogSampler(probes, guard, loop, self.config.overload.sample_interval,
+                                 log_overload, unmeasurable)
+        self.sampler = sampler
+        sampler.start()
+        self._closers.append(sampler.close)  # closed first: before the sockets it reads
 
     def close(self) -> None:
         for closer in reversed(self._closers):

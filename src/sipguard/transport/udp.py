@@ -16,6 +16,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def __init__(self, driver: CoreDriver) -> None:
         self.driver = driver
         self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None  # for the backlog probe (transport/backlog.py)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's UDPTransport
@@ -56,4 +57,5 @@ async def open_udp(
     transport, protocol = await loop.create_datagram_endpoint(
         lambda: UdpEndpoint(driver), sock=sock
     )
+    protocol.sock = sock
     return transport, protocol
