@@ -15,15 +15,18 @@ from sipguard.sip.grammar import (
     unquote,
 )
 from sipguard.sip.message import (
+    CACHE_ENTRIES,
     Header,
     Request,
     Response,
     make_response,
     parse_via,
+    remember,
     replace_top_value,
     strip_top_value,
 )
 from sipguard.sip.parser import Limits, MessageError, parse_message
+from sipguard.sip.routing import Identity, own_via
 from sipguard.sip.uri import OtherUri, SipUri, TelUri, parse_name_addr, parse_uri
 
 CRLF = "\r\n"
@@ -878,3 +881,51 @@ def test_via_allows_a_tab_as_the_lws_before_sent_by() -> None:
     via = parse_via("SIP/2.0/UDP\thost.example.com:5070;branch=z9hG4bKtab")
     assert (via.transport, via.host, via.port, via.branch) == (
         "UDP", "host.example.com", 5070, "z9hG4bKtab")
+
+
+# ---- what the parser learns: shapes, checked lines, parsed values ----------------------------
+
+
+def test_learnt_shape_still_refuses_a_bad_field_and_a_line_without_colon() -> None:
+    parse_message(invite())  # the shape and every line are learnt
+    assert err(invite(replace={"From": "From: <sip:alice@example.com"})).status == 400
+    bad_line = invite().replace(b"Max-Forwards: 70", b"Max-Forwards 70")
+    assert "without a name and colon" in str(err(bad_line))
+    twice = invite().replace(b"CSeq: 314159 INVITE", b"CSeq: 314159 INVITE\r\nCSeq: 1 INVITE")
+    assert "more than one cseq" in str(err(twice))
+
+
+def test_learnt_shape_with_folding_and_compact_names_parses_the_same() -> None:
+    plain = parse_message(invite("Subject: lunch"))
+    folded = parse_message(invite("Subject: lunch\r\n today"))
+    compact = parse_message(invite("s: lunch"))
+    assert plain.get("subject") == "lunch"
+    assert folded.get("subject") == "lunch today"
+    assert compact.get("subject") == "lunch"
+    again = parse_message(invite("Subject: lunch"))
+    assert again.headers == plain.headers and again == plain
+
+
+def test_a_continuation_line_with_a_colon_is_not_taken_for_a_field() -> None:
+    parse_message(invite("Subject: a", "X-Note: b"))  # the same number of names, learnt
+    folded = parse_message(invite("Subject: a\r\n x: b"))
+    assert folded.get("subject") == "a x: b" and not folded.has("x")
+
+
+def test_learnt_tables_are_bounded() -> None:
+    table: dict[int, int] = {}
+    for i in range(CACHE_ENTRIES * 2 + 3):
+        remember(table, i, i)
+    assert 0 < len(table) <= CACHE_ENTRIES and table[CACHE_ENTRIES * 2 + 2] == CACHE_ENTRIES * 2 + 2
+
+
+@pytest.mark.parametrize(("host", "transport"), [
+    ("127.0.0.1", "udp"), ("::1", "udp"), ("GW.Example.COM", "tcp"),
+])
+def test_own_via_is_learnt_exactly_as_parsed(host: str, transport: str) -> None:
+    me = Identity(host, {"udp": 5060, "tcp": 5061}, frozenset({host.lower()}))
+    header = own_via(me, transport, "z9hG4bKsgabc.0", answered=True)  # type: ignore[arg-type]
+    learnt = parse_message(wire("SIP/2.0 200 OK", [
+        header.raw.decode(), *(h for h in BASE_HEADERS if not h.startswith("Via"))])).top_via
+    assert learnt == parse_via.__wrapped__(header.value)
+    assert learnt.branch == "z9hG4bKsgabc.0"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from sipguard.errors import ProtocolError
 from sipguard.sip.grammar import LIST_HEADERS, canonical_name, param, parse_params, split_unquoted
@@ -156,32 +156,49 @@ class Message:
     def call_id(self) -> str:
         return self.get("call-id") or ""
 
+    def _first(self, name: str) -> Header | None:
+        for h in self.headers:
+            if h.name == name:
+                return h
+        return None
+
     @property
     def cseq(self) -> tuple[int, str]:
-        # CSeq = 1*DIGIT LWS Method (§20.16): LWS may be a tab, which the parser accepts.
-        num, _, method = (self.get("cseq") or "").strip().replace("\t", " ").partition(" ")
-        return int(num), method.strip()
+        h = self._first("cseq")
+        found = _CSEQS.get(h.raw) if h is not None else None
+        if found is None:
+            # CSeq = 1*DIGIT LWS Method (§20.16): LWS may be a tab, which the parser accepts.
+            num, _, method = (self.get("cseq") or "").strip().replace("\t", " ").partition(" ")
+            found = (int(num), method.strip())
+            if h is not None:
+                remember(_CSEQS, h.raw, found)
+        return found
 
     @property
     def top_via(self) -> Via:
-        via = self.memo.get(" top-via")
+        h = self._first("via")
+        via = _TOP_VIAS.get(h.raw) if h is not None else None
         if via is None:
-            via = self.memo[" top-via"] = parse_via(self.get("via") or "")
+            via = parse_via(self.get("via") or "")
+            if h is not None:
+                remember(_TOP_VIAS, h.raw, via)
         return via
 
     def tag(self, which: str) -> str | None:
         """The tag parameter of From or To, read without a full name-addr parse."""
-        key = " tag-" + which
-        if key in self.memo:
-            return self.memo[key]  # type: ignore[no-any-return]
-        value = self.get(which) or ""
-        found = None
-        for part in value[value.rfind(">") + 1 :].split(";")[1:]:
-            name, _, tag = part.partition("=")
-            if name.strip().lower() == "tag":
-                found = tag.strip()
-                break
-        self.memo[key] = found
+        h = self._first(which)
+        if h is None:
+            return None
+        found: str | None = _TAGS.get(h.raw, _UNKNOWN)
+        if found is _UNKNOWN:
+            value = h.value
+            found = None
+            for part in value[value.rfind(">") + 1 :].split(";")[1:]:
+                name, _, tag = part.partition("=")
+                if name.strip().lower() == "tag":
+                    found = tag.strip()
+                    break
+            remember(_TAGS, h.raw, found)
         return found
 
     def _head(self) -> bytes:
@@ -194,6 +211,29 @@ class Message:
         if not self.has("content-length"):
             lines.append(b"Content-Length: %d" % len(self.body))
         return b"\r\n".join(lines) + b"\r\n\r\n" + self.body
+
+
+# Values read off a field line, by the line's bytes: a proxy makes several copies of a
+# message (each change is a new one) and a call's messages repeat the same lines, so each
+# line is read once. Bounded: a full table starts again from empty.
+CACHE_ENTRIES = 4096
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+_UNKNOWN: Any = object()
+_TOP_VIAS: dict[bytes, Via] = {}  # first Via line -> its first value
+_CSEQS: dict[bytes, tuple[int, str]] = {}
+_TAGS: dict[bytes, str | None] = {}  # From / To line -> tag
+
+
+def remember(table: dict[_K, _V], key: _K, value: _V, limit: int = CACHE_ENTRIES) -> None:
+    if len(table) >= limit:
+        table.clear()
+    table[key] = value
+
+
+def learn_top_via(header: Header, via: Via) -> None:
+    """Record `via` as the parsed first value of a Via line (one sipguard wrote itself)."""
+    remember(_TOP_VIAS, header.raw, via)
 
 
 def strip_top_value(headers: tuple[Header, ...], name: str) -> tuple[Header, ...]:

@@ -9,9 +9,11 @@ edge can answer it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from itertools import repeat
+from operator import itemgetter
 from typing import NoReturn
 
 from sipguard.errors import ProtocolError
@@ -24,7 +26,17 @@ from sipguard.sip.grammar import (
     parse_uint,
     split_unquoted,
 )
-from sipguard.sip.message import Header, Message, Request, Response, decode, parse_via
+from sipguard.sip.message import (
+    Header,
+    Message,
+    Request,
+    Response,
+    Via,
+    decode,
+    learn_top_via,
+    parse_via,
+    remember,
+)
 from sipguard.sip.uri import parse_name_addr, parse_uri
 
 CSEQ_MAX = 2**31 - 1  # RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31
@@ -90,6 +102,35 @@ def _split(head: bytes, body: bytes, limits: Limits) -> Message:
     if len(head) > limits.max_line and max(map(len, lines)) > limits.max_line:
         raise ProtocolError("start line too long" if len(first) > limits.max_line
                             else "header line too long")
+    if crlfs > limits.max_headers:  # a folded field spans lines: count the fields
+        headers = _fields(lines, head)
+        if len(headers) > limits.max_headers:
+            raise ProtocolError("too many header fields")
+    else:
+        raw_names = tuple(_NAME_BEFORE_COLON.findall(head))
+        shape = _SHAPES.get(raw_names) if len(raw_names) == crlfs else None
+        if shape is None:
+            headers = _fields(lines, head)
+            if len(headers) == crlfs:  # unfolded: every line is a field, so learn the shape
+                remember(_SHAPES, raw_names, (tuple(h.name for h in headers),
+                                               tuple(h.colon for h in headers)))
+        else:
+            # Seen before: build the fields in C, no per-line Python.
+            fields = zip(shape[0], lines[1:], shape[1], strict=False)  # equal lengths
+            headers = tuple(map(_new_header, repeat(Header), fields))
+    status = _STATUS_LINES.get(first)
+    if status is not None:
+        return Response(headers, body, *status)
+    text = decode(first)
+    if text.startswith("SIP/"):
+        status = _status_line(text)
+        remember(_STATUS_LINES, first, status)
+        return Response(headers, body, *status)
+    return _request_line(text, headers, body)
+
+
+def _fields(lines: list[bytes], head: bytes) -> tuple[Header, ...]:
+    """The header fields line by line: names validated, folded lines joined."""
     headers: list[Header] = []
     folded = b"\r\n " in head or b"\r\n\t" in head  # rare: skip the per-line test
     for line in lines[1:]:
@@ -105,18 +146,20 @@ def _split(head: bytes, body: bytes, limits: Limits) -> Message:
         raw_name = line[:colon]
         name = _NAMES.get(raw_name) or _header_name(raw_name)
         headers.append(_new_header(Header, (name, line, colon)))
-    if len(headers) > limits.max_headers:
-        raise ProtocolError("too many header fields")
-    text = decode(first)
-    if text.startswith("SIP/"):
-        return _response_line(text, tuple(headers), body)
-    return _request_line(text, tuple(headers), body)
+    return tuple(headers)
 
 
+# A message's header names, in order, up to each line's first colon. A peer sends the same
+# few sequences again and again; each one seen whole and valid maps to its canonical names
+# and colon offsets. A line without a colon or a folded line makes the count differ from the
+# line count, or yields a name that is no token and so never learnt: the line-by-line path.
+_NAME_BEFORE_COLON = re.compile(rb"\r\n([^:\r\n]*):")
+_SHAPES: dict[tuple[bytes, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
 # NamedTuple's generated __new__ is a Python-level lambda; build the tuple directly (one per
 # header line of every message).
 _new_header = tuple.__new__
 _NAMES: dict[bytes, str] = {}  # raw header name -> canonical name, for names seen before
+GOOD_LINES = 32768  # bounded as message.remember's tables are
 
 
 def _header_name(raw: bytes) -> str:
@@ -125,8 +168,7 @@ def _header_name(raw: bytes) -> str:
     if not is_token(name):
         raise ProtocolError(f"bad header name {name!r}")
     canonical = canonical_name(name)
-    if len(_NAMES) < 1024:  # bounded: names are few in practice, arbitrary in attacks
-        _NAMES[raw] = canonical
+    remember(_NAMES, raw, canonical)
     return canonical
 
 
@@ -144,27 +186,29 @@ def _request_line(text: str, headers: tuple[Header, ...], body: bytes) -> Reques
     return req
 
 
-def _response_line(text: str, headers: tuple[Header, ...], body: bytes) -> Response:
+def _status_line(text: str) -> tuple[int, str]:
     """Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF  (RFC 3261 §7.2)."""
     version, _, rest = text.partition(" ")
     code, _, reason = rest.partition(" ")
     if version != "SIP/2.0" or len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
         raise ProtocolError("malformed status line")
-    return Response(headers, body, int(code), reason)
+    return int(code), reason
+
+
+_STATUS_LINES: dict[bytes, tuple[int, str]] = {}  # a peer's few status lines, parsed
 
 
 def _validate(message: Message, stream: bool) -> Message:
-    names = [h.name for h in message.headers]
-    for name in SINGLE_HEADERS:
-        if names.count(name) > 1:
-            raise ProtocolError(f"more than one {name} header")
-    for name in ("via", "from", "to", "call-id", "cseq"):
-        if name not in names:
-            raise ProtocolError(f"missing {name} header")
-    for h in message.headers:
-        if h.name in _CHECKS:
-            _check_field(h)
-    message = _frame_body(message, stream)
+    headers = message.headers
+    names = tuple(map(_name_of, headers))
+    shape = _CHECKED.get(names) or _check_shape(names)
+    lines = shape.lines(headers)
+    if not all(map(_GOOD.__contains__, map(_raw_of, lines))):
+        for h in lines:
+            if h.raw not in _GOOD:
+                _CHECKS[h.name](h.value)
+                remember(_GOOD, h.raw, None, GOOD_LINES)
+    message = _frame_body(message, shape.length, stream)
     message.top_via  # noqa: B018  (parsed and remembered: every message is routed by it)
     if isinstance(message, Request):
         parse_uri(message.uri, "Request-URI")
@@ -172,6 +216,47 @@ def _validate(message: Message, stream: bool) -> Message:
         if message.cseq[1] != message.method:
             raise ProtocolError("CSeq method does not match the request method")
     return message
+
+
+_name_of = itemgetter(0)
+_raw_of = itemgetter(1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What validation needs to know about one sequence of header names."""
+
+    lines: Callable[[tuple[Header, ...]], tuple[Header, ...]]  # the fields to check
+    length: int  # index of Content-Length, or -1
+
+
+def _check_shape(names: tuple[str, ...]) -> _Shape:
+    """Check which fields occur and how often; learn the sequence when it passes."""
+    for name in SINGLE_HEADERS:
+        if names.count(name) > 1:
+            raise ProtocolError(f"more than one {name} header")
+    for name in ("via", "from", "to", "call-id", "cseq"):
+        if name not in names:
+            raise ProtocolError(f"missing {name} header")
+    checked = [i for i, name in enumerate(names) if name in _CHECKS]  # five at least
+    length = names.index("content-length") if "content-length" in names else -1
+    shape = _Shape(itemgetter(*checked), length)
+    remember(_CHECKED, names, shape)
+    return shape
+
+
+_CHECKED: dict[tuple[str, ...], _Shape] = {}
+# Field lines that passed their check: the same From, To, Call-ID and Via lines come back in
+# every message of a call. A line's bytes decide its check (name, colon and value are all in
+# it), and a line that fails is never remembered.
+_GOOD: dict[bytes, None] = {}
+
+
+def trust_via(header: Header, via: Via) -> None:
+    """A Via line sipguard wrote, with its value as parsed: responses bring the line back,
+    and it is valid by construction."""
+    remember(_GOOD, header.raw, None, GOOD_LINES)
+    learn_top_via(header, via)
 
 
 def _check_via(value: str) -> None:
@@ -223,14 +308,6 @@ _CHECKS: dict[str, Callable[[str], None]] = {
 }
 
 
-@lru_cache(maxsize=16384)
-def _check_field(header: Header) -> None:
-    """Check one header field; cached by its exact bytes, because the same From, To,
-    Call-ID and Via lines come back in every message of a call (a bad field raises, and
-    raising is never cached)."""
-    _CHECKS[header.name](header.value)
-
-
 def _explain(value: str, label: str) -> NoReturn:
     """A field failed its one-match check: re-read it slowly to say exactly what is wrong."""
     parts = split_unquoted(value, ",") if label in ("Via", "Contact") else [value]
@@ -242,13 +319,17 @@ def _explain(value: str, label: str) -> NoReturn:
     raise ProtocolError(f"malformed {label}")
 
 
-def _frame_body(message: Message, stream: bool) -> Message:
-    length_text = message.get("content-length")
-    if length_text is None:
+def _frame_body(message: Message, index: int, stream: bool) -> Message:
+    """The body as Content-Length (the field at `index`, -1 when absent) frames it."""
+    if index < 0:
         if stream:
             raise ProtocolError("missing Content-Length on a stream transport")
         return message
-    length = parse_uint(length_text, "Content-Length", 2**31)
+    line = message.headers[index].raw
+    length = _LENGTHS.get(line)
+    if length is None:
+        length = parse_uint(message.headers[index].value, "Content-Length", 2**31)
+        remember(_LENGTHS, line, length)
     if length > len(message.body):
         raise ProtocolError("Content-Length larger than the message")
     if length == len(message.body):
@@ -258,6 +339,9 @@ def _frame_body(message: Message, stream: bool) -> Message:
         return Request(message.headers, body, message.method, message.uri)
     assert isinstance(message, Response)
     return Response(message.headers, body, message.status, message.reason)
+
+
+_LENGTHS: dict[bytes, int] = {}  # Content-Length field lines, parsed
 
 
 class StreamFramer:

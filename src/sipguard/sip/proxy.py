@@ -33,6 +33,7 @@ from sipguard.sip.routing import (
     has_own_via,
     local_tag,
     own_branch,
+    own_via,
     pop_own_routes,
     record_route,
     response_target,
@@ -352,9 +353,7 @@ class ProxyCore:
         assert req is not None  # only forwarded before the final response
         me = self.settings.me
         branch = own_branch(ctx.base, ctx.target_index)
-        via = Header.make("via", f"SIP/2.0/{peer.transport.upper()} {me.sent_by(peer.transport)}"
-                                 f";branch={branch};rport")
-        front: tuple[Header, ...] = (via,)
+        front: tuple[Header, ...] = (own_via(me, peer.transport, branch, answered=True),)
         if self.settings.record_route and req.method in ("INVITE", "SUBSCRIBE", "REFER") and (
             req.tag("to") is None
         ):
@@ -449,9 +448,8 @@ class ProxyCore:
                 return
             peer = target
         fwd = self._prepare(req, ())
-        via = Header.make("via", f"SIP/2.0/{peer.transport.upper()} "
-                                 f"{self.settings.me.sent_by(peer.transport)}"
-                                 f";branch={own_branch(branch_base(req), 0)};rport")
+        via = own_via(self.settings.me, peer.transport, own_branch(branch_base(req), 0),
+                      answered=False)  # the ACK of a 2xx has no response
         self.send(peer, fwd.with_headers((via, *fwd.headers)).serialize())
 
     def _on_cancel(self, req: Request, source: Peer, key: str, invite_key: str,

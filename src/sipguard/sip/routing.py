@@ -17,13 +17,15 @@ from sipguard.sip.message import (
     Header,
     Message,
     Request,
+    Via,
     encode,
     parse_via,
     replace_top_value,
     strip_top_value,
 )
+from sipguard.sip.parser import trust_via
 from sipguard.sip.peer import Peer, Transport
-from sipguard.sip.uri import SipUri, TelUri, parse_name_addr, parse_uri
+from sipguard.sip.uri import SipUri, TelUri, parse_host, parse_name_addr, parse_uri
 
 MAGIC = "z9hG4bK"  # RFC 3261 §8.1.1.7
 OWN_BRANCH = MAGIC + "sg"  # every branch sipguard creates starts with this
@@ -91,6 +93,20 @@ def branch_base(request: Request) -> str:
 
 def own_branch(base: str, attempt: int) -> str:
     return f"{OWN_BRANCH}{base}.{attempt}"
+
+
+def own_via(me: Identity, transport: Transport, branch: str, *, answered: bool) -> Header:
+    """sipguard's Via for a request it sends (RFC 3261 §16.6 step 8, RFC 3581 rport).
+
+    `answered`: responses will come back with this line, so it is handed to the parser as
+    already parsed (built here from its parts, not parsed again on every response)."""
+    sent_by = me.sent_by(transport)
+    name = transport.upper()
+    header = Header.make("via", f"SIP/2.0/{name} {sent_by};branch={branch};rport")
+    if answered:
+        host, port = parse_host(sent_by, "Via")
+        trust_via(header, Via(name, host, port, (("branch", branch), ("rport", None))))
+    return header
 
 
 LOCAL_TAG_PREFIX = "sg"
