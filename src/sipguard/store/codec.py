@@ -30,13 +30,22 @@ MAX_E164 = 10**15  # 15 digits (ITU-T E.164 §6.1)
 NANP_KEY_LOW, NANP_KEY_HIGH = 10**10, 2 * 10**10 - 1  # '+1' and ten digits
 
 
+# By len(e164): the smallest key of a number of len(e164) - 1 digits ('+' and 1..15).
+_SMALLEST_KEY = (0, 0, *(10 ** (digits - 1) for digits in range(1, 16)))
+
+
 def number_key(e164: str) -> int | None:
     """The bitmap key of an E.164 number, or None when it is not one."""
-    digits = e164[1:]
-    if e164[:1] != "+" or not (digits.isdigit() and digits.isascii()) or digits[0] == "0":
+    # On every call's store lookup: int() parses the '+' and the digits in C, and what it
+    # tolerates besides (leading zeros, '_', spaces: fewer digits than characters) leaves a
+    # key below the smallest of that length. isascii() keeps out non-ASCII digits.
+    if not (1 < len(e164) <= 16 and e164[0] == "+" and e164.isascii()):
         return None
-    key = int(digits)
-    return key if key < MAX_E164 else None
+    try:
+        key = int(e164)
+    except ValueError:
+        return None
+    return key if key >= _SMALLEST_KEY[len(e164)] else None
 
 
 def nanp_block_keys(key: int) -> tuple[int, int] | None:
