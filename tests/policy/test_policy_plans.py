@@ -53,3 +53,23 @@ def test_past_the_bound_the_plans_start_again_and_decide_the_same(
     for _ in range(5):
         assert (call(NY).trail, call(LA).trail) == (before[0].trail, before[1].trail)
         assert plans._trails_kept <= 3
+
+
+def test_calls_the_calling_window_blocks_share_its_decision_for_the_minute() -> None:
+    night = NOW.replace(hour=6)  # 02:00 in New York, 23:00 in Los Angeles
+    facts = MemoryFacts()
+
+    def at(number: str, now: datetime, policy: PolicyConfig = POLICY) -> Decision:
+        return decide(Attempt(number, number, None, "default", ""), facts, CAMPAIGN, policy,
+                      now)
+
+    ny, la = at(NY, night), at(LA, night)
+    assert (ny.reason, la.reason) == ("outside-calling-window", "outside-calling-window")
+    assert ny.trail[-1].detail != la.trail[-1].detail
+    assert at(NY, night + timedelta(seconds=30)) is ny
+    assert at(LA, night + timedelta(seconds=59)) is la
+    later = at(NY, night + timedelta(minutes=1))  # a new minute: the detail tells its time
+    assert later is not ny and later.trail[-1].detail != ny.trail[-1].detail
+    flagged = at(NY, night, PolicyConfig(mode="monitor"))
+    assert flagged.action == "flag" and flagged.trail[-1].outcome == "flag"
+    assert flagged.trail[:-1] == ny.trail[:-1] and flagged.opens_at == ny.opens_at

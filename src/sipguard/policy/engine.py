@@ -17,8 +17,9 @@ takes the `caps.AttemptCounter` the gate keeps (none: the cap rule is skipped).
 Speed (issue 4: >= 200,000 decisions/s on one core). The rules run from a `Plan` made once
 per campaign (`policy/plans.py`): answers known for the whole campaign, or for a number
 the store knows nothing about (most calls), are laid down without calling the rule, and
-calls that take the same path through it share its trail and its Decision. The trail is
-the same as if every rule had run.
+calls that take the same path through it share its trail and its Decision (the calling
+window's block, made once per location and minute, too). The trail is the same as if every
+rule had run.
 
 `decide` is pure: no clock, no I/O. A `Facts` that cannot answer raises `StoreError`,
 which becomes `store-unavailable` (blocked, or flagged when `on_store_error = "allow"`).
@@ -191,13 +192,14 @@ def decide(
     if stop is not None:
         return _final(ctx, stop[0], stop[1])
     consent = ctx.consent
-    if consent is not None:
-        reason = Reason.EBR if consent.type in EBR_TYPES else Reason.CONSENT
-        what = consent.type.value if reason is Reason.EBR else "consent"
-        outcome = Outcome(ALLOW, reason, f"{what} #{consent.id}", dynamic=True)
-    else:
-        outcome = _NO_RESTRICTION
-    return _final(ctx, "allow", outcome)
+    if consent is None:
+        allowed = ctx.trail.allowed
+        if allowed is None:
+            allowed = ctx.trail.allowed = _final(ctx, "allow", _NO_RESTRICTION)
+        return allowed
+    reason = Reason.EBR if consent.type in EBR_TYPES else Reason.CONSENT
+    what = consent.type.value if reason is Reason.EBR else "consent"
+    return _final(ctx, "allow", Outcome(ALLOW, reason, f"{what} #{consent.id}", dynamic=True))
 
 
 _NO_RESTRICTION = Outcome(ALLOW, Reason.NO_RESTRICTION)
@@ -227,13 +229,26 @@ def _final(ctx: Context, rule: str, outcome: Outcome) -> Decision:
     action = outcome.action
     if action is BLOCK and ctx.policy.mode == "monitor":
         action = FLAG
-    text = _ACTION_TEXT[action]
-    if outcome.dynamic:
-        step = Step(rule, text, outcome.detail)
-    else:
-        step = shared_step(rule, text, outcome.detail)
     consent = ctx.consent.id if ctx.consent is not None and action is ALLOW else None
     trail = ctx.trail
+    if outcome.dynamic:
+        # A rule may hand out the same dynamic Outcome again: the calling window makes one
+        # per location and minute (at night it blocks nearly every call). Its Decision is
+        # kept by the Outcome's identity (the entry holds both, so the id stays theirs).
+        again = _AGAIN.get(id(outcome))
+        if again is not None:
+            seen, on, made = again
+            if seen is outcome and on is trail and made.rule == rule and (
+                made.action is action and made.consent_id == consent
+            ):
+                return made
+        step = Step(rule, _ACTION_TEXT[action], outcome.detail)
+        decision = _decision(trail, rule, action, outcome, step, consent)
+        if len(_AGAIN) >= _AGAIN_LIMIT:
+            _AGAIN.clear()
+        _AGAIN[id(outcome)] = (outcome, trail, decision)
+        return decision
+    step = shared_step(rule, _ACTION_TEXT[action], outcome.detail)
     # The Decision an earlier call on this trail ended with the same shared step, when it
     # says the same (a frozen Decision costs more to build than most rules take to run).
     last = trail.decisions.get(id(step))
@@ -243,11 +258,21 @@ def _final(ctx: Context, rule: str, outcome: Outcome) -> Decision:
         and last.opens_at == outcome.opens_at
     ):
         return last
-    decision = Decision(action, outcome.reason, rule, (*trail.steps, step), outcome.opens_at,
-                        consent)
+    decision = _decision(trail, rule, action, outcome, step, consent)
     trail.remember(decision)
     return decision
 
+
+def _decision(trail: Trail, rule: str, action: Action, outcome: Outcome, step: Step,
+              consent: int | None) -> Decision:
+    return Decision(action, outcome.reason, rule, (*trail.steps, step), outcome.opens_at,
+                    consent)
+
+
+# Dynamic outcomes whose Decision was made: id(outcome) -> (outcome, trail, Decision). Most
+# are made for one call and never seen again; the bound drops them.
+_AGAIN: dict[int, tuple[Outcome, Trail, Decision]] = {}
+_AGAIN_LIMIT = 1024
 
 _ACTION_TEXT = {a: a.value for a in Action}
 

@@ -40,13 +40,16 @@ class Trail:
     as the tree are kept (a shared step; the plan's own tuples); a trail not kept (a step
     made for one call led to it) keeps nothing either."""
 
-    __slots__ = ("decisions", "kept", "next", "steps")
+    __slots__ = ("allowed", "decisions", "kept", "next", "steps")
 
     def __init__(self, steps: tuple[Step, ...], kept: bool) -> None:
         self.steps = steps
         self.kept = kept  # in its plan's tree
         self.next: dict[int, tuple[object, Trail]] = {}  # id(what led on) -> (it, the trail)
         self.decisions: dict[int, Decision] = {}  # id(shared last step) -> a Decision
+        # The Decision of a call that passes every rule with no consent, the same for every
+        # call on this trail: most calls end here, and need no step or Decision looked up.
+        self.allowed: Decision | None = None
 
     def then(self, step: Step, known: tuple[Step, ...]) -> Trail:
         """This trail, then a rule's `step` and the `known` steps after it."""
