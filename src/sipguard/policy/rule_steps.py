@@ -125,8 +125,9 @@ class Minute:
 
     start: datetime
     end: datetime
-    # (id(prepared), id(location), known addresses) -> (prepared, the rule's answer)
-    windows: dict[tuple[int, int, tuple[geo.Location, ...]], tuple[Prepared, Step | Outcome]] = (
+    # (prepared, id(location), known addresses) -> the rule's answer (Prepared hashes and
+    # compares by identity; Locations are interned, and a dataclass hash is slow)
+    windows: dict[tuple[Prepared, int, tuple[geo.Location, ...]], Step | Outcome] = (
         field(default_factory=dict)
     )
     stale_key: tuple[object, ...] = ()  # (facts, policy, campaign lists) `stale` is for
@@ -275,9 +276,9 @@ def calling_window(ctx: Context) -> Step | Outcome:
     loc = ctx.location or location(ctx)
     known = addresses(ctx) if ctx.consents else ()
     cache = this_minute(ctx).windows
-    key = (id(prep), id(loc), known)  # Locations are interned; prep is kept in the entry
-    entry = cache.get(key)
-    if entry is None or entry[0] is not prep:
+    key = (prep, id(loc), known)
+    result = cache.get(key)
+    if result is None:
         now = ctx.now
         state = windows.window_state(
             (loc, *known), now, purpose=prep.purpose, campaign_hours=prep.hours,
@@ -287,8 +288,8 @@ def calling_window(ctx: Context) -> Step | Outcome:
         result = outcome(state.at(now.replace(second=0, microsecond=0)))
         if len(cache) >= _WINDOW_LIMIT:
             cache.clear()
-        entry = cache[key] = (prep, result)
-    return entry[1]
+        cache[key] = result
+    return result
 
 
 # -- internal do-not-call (47 CFR 64.1200(d)(3); 16 CFR 310.4(b)(1)(iii)(A)) -------------

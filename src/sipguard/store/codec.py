@@ -39,13 +39,14 @@ def number_key(e164: str) -> int | None:
     # On every call's store lookup: int() parses the '+' and the digits in C, and what it
     # tolerates besides (leading zeros, '_', spaces: fewer digits than characters) leaves a
     # key below the smallest of that length. isascii() keeps out non-ASCII digits.
-    if not (1 < len(e164) <= 16 and e164[0] == "+" and e164.isascii()):
+    size = len(e164)
+    if not (1 < size <= 16 and e164[0] == "+" and e164.isascii()):
         return None
     try:
         key = int(e164)
     except ValueError:
         return None
-    return key if key >= _SMALLEST_KEY[len(e164)] else None
+    return key if key >= _SMALLEST_KEY[size] else None
 
 
 def nanp_block_keys(key: int) -> tuple[int, int] | None:
