@@ -532,3 +532,19 @@ def test_finished_transactions_are_reported_when_tracing() -> None:
     assert [(d.method, d.call_id, d.status, d.source) for d in done] == [
         ("INVITE", "call-1@10.1.0.5", 486, DIALER)
     ]
+
+
+@pytest.mark.parametrize("our_via_first", [True, False])
+def test_relayed_response_is_the_trunks_bytes_without_our_via(our_via_first: bool) -> None:
+    pair = Pair()
+    (fwd,) = pair.feed(DIALER, invite())[TRUNK1]
+    assert isinstance(fwd, Request)
+    text = response_to(fwd, 180, "Ringing", extra="X-Trunk: kept as sent").replace("\n", "\r\n")
+    lines = text.split("\r\n")
+    ours = lines.pop(1)
+    assert ours.startswith("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsg")
+    lines.insert(1 if our_via_first else 2, ours)
+    sent = "\r\n".join(lines).encode()
+    pair.core.receive(sent, TRUNK1, pair.now)
+    (relayed,) = [data for peer, data in pair.core.datagrams_to_send() if peer == DIALER]
+    assert relayed == sent.replace(ours.encode() + b"\r\n", b"")

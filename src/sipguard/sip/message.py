@@ -15,6 +15,11 @@ from sipguard.errors import ProtocolError
 from sipguard.sip.grammar import LIST_HEADERS, canonical_name, param, parse_params, split_unquoted
 from sipguard.sip.uri import Params, parse_host
 
+# The memo key of a message's exact wire bytes, when they are known: a parsed message whose
+# serialisation would give back the datagram it came in (Content-Length present, nothing
+# beyond the body), and the same minus a removed Via line (relaying a response).
+WIRE = " wire"
+
 # Names as sipguard writes them (RFC 3261 §20 spelling).
 DISPLAY_NAMES = {
     "call-id": "Call-ID",
@@ -206,6 +211,9 @@ class Message:
 
     def serialize(self) -> bytes:
         """Wire bytes; Content-Length is written when absent (stream transports need it)."""
+        wire: bytes | None = self.memo.get(WIRE)
+        if wire is not None:
+            return wire
         lines = [self._head()]
         lines += [h.raw for h in self.headers]
         if not self.has("content-length"):

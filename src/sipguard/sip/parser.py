@@ -27,6 +27,7 @@ from sipguard.sip.grammar import (
     split_unquoted,
 )
 from sipguard.sip.message import (
+    WIRE,
     Header,
     Message,
     Request,
@@ -71,7 +72,7 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool 
         raise ProtocolError("no empty line after the headers")
     message = _split(data[:end], data[end + 4 :], limits)
     try:
-        return _validate(message, stream)
+        return _validate(message, stream, data)
     except ProtocolError as exc:
         raise MessageError(exc, message) from None
 
@@ -198,7 +199,7 @@ def _status_line(text: str) -> tuple[int, str]:
 _STATUS_LINES: dict[bytes, tuple[int, str]] = {}  # a peer's few status lines, parsed
 
 
-def _validate(message: Message, stream: bool) -> Message:
+def _validate(message: Message, stream: bool, data: bytes) -> Message:
     headers = message.headers
     names = tuple(map(_name_of, headers))
     shape = _CHECKED.get(names) or _check_shape(names)
@@ -208,7 +209,10 @@ def _validate(message: Message, stream: bool) -> Message:
             if h.raw not in _GOOD:
                 _CHECKS[h.name](h.value)
                 remember(_GOOD, h.raw, None, GOOD_LINES)
-    message = _frame_body(message, shape.length, stream)
+    framed = _frame_body(message, shape.length, stream)
+    if framed is message and shape.length >= 0:
+        message.memo[WIRE] = data  # what serialize() would build, byte for byte
+    message = framed
     message.top_via  # noqa: B018  (parsed and remembered: every message is routed by it)
     if isinstance(message, Request):
         parse_uri(message.uri, "Request-URI")

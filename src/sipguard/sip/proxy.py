@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from sipguard.errors import ProtocolError
 from sipguard.sip.grammar import param
 from sipguard.sip.message import (
+    WIRE,
     Header,
     Request,
     Response,
@@ -99,11 +101,27 @@ def upstream_response(response: Response, request: Request | None) -> Response |
     headers = strip_top_value(response.headers, "via")
     for h in headers:
         if h.name == "via":
-            return response.with_headers(headers)
+            upstream = response.with_headers(headers)
+            wire = response.memo.get(WIRE)
+            top = response.headers[0]
+            if wire is not None and top.name == "via" and len(headers) < len(response.headers):
+                # Our Via was the first header line, alone: the bytes to relay are the
+                # datagram without that line, as serialize() would build them.
+                start = wire.find(b"\r\n") + 2
+                end = start + len(top.raw)
+                if wire[start:end] == top.raw:
+                    upstream.memo[WIRE] = wire[:start] + wire[end + 2 :]
+            return upstream
     if request is None:
         return None
     vias = tuple(h for h in request.headers if h.name == "via")
     return response.with_headers(vias + headers)
+
+
+@lru_cache(maxsize=256)
+def _one_hop_less(max_forwards: Header) -> Header:
+    """§16.6 step 3; cached: dialers send the same one or two values."""
+    return Header.make("max-forwards", str(int(max_forwards.value) - 1))
 
 
 class _Context:
@@ -338,7 +356,7 @@ class ProxyCore:
                 continue  # a dialer cannot forge sipguard's own decision header
             if h.name == "max-forwards":
                 saw_mf = True
-                headers.append(Header.make("max-forwards", str(int(h.value) - 1)))
+                headers.append(_one_hop_less(h))
             else:
                 headers.append(h)
         if not saw_mf:

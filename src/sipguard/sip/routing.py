@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sipguard.sip.grammar import param
 from sipguard.sip.message import (
@@ -25,7 +26,7 @@ from sipguard.sip.message import (
 )
 from sipguard.sip.parser import trust_via
 from sipguard.sip.peer import Peer, Transport
-from sipguard.sip.uri import SipUri, TelUri, parse_host, parse_name_addr, parse_uri
+from sipguard.sip.uri import SipUri, TelUri, Uri, parse_host, parse_name_addr, parse_uri
 
 MAGIC = "z9hG4bK"  # RFC 3261 §8.1.1.7
 OWN_BRANCH = MAGIC + "sg"  # every branch sipguard creates starts with this
@@ -130,7 +131,7 @@ def pop_own_routes(
         top = request.get("route")
         if top is None:
             return request, params
-        uri = parse_uri(parse_name_addr(top, "Route").uri, "Route")
+        uri = route_uri(top)
         if not isinstance(uri, SipUri) or not me.uri_is_me(uri):
             return request, params
         if params is None:
@@ -138,11 +139,16 @@ def pop_own_routes(
         request = request.with_headers(strip_top_value(request.headers, "route"))
 
 
+@lru_cache(maxsize=4096)
+def route_uri(value: str) -> Uri:
+    """The URI of one Route value. Cached: a dialog's requests carry the same route set."""
+    return parse_uri(parse_name_addr(value, "Route").uri, "Route")
+
+
 def next_hop_uri(request: Request) -> SipUri | None:
     """The URI a loose router sends to: the top Route, else the Request-URI (§16.12)."""
     top = request.get("route")
-    text = parse_name_addr(top, "Route").uri if top is not None else request.uri
-    uri = parse_uri(text, "Route" if top is not None else "Request-URI")
+    uri = route_uri(top) if top is not None else parse_uri(request.uri, "Request-URI")
     return uri if isinstance(uri, SipUri) else None
 
 
