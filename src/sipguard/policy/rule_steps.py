@@ -361,12 +361,24 @@ def national_state_dnc(ctx: Context) -> Step | Outcome:
             f"{hit.list_name}: {consent.type.value} consent #{consent.id} "
             f"{_ts(consent.granted_at)} ({reason.value})",
         )
-    where = f" ({hit.jurisdiction})" if hit.jurisdiction else ""
-    reason = Reason.DNC_NATIONAL if hit is national else Reason.DNC_STATE
-    return Outcome(BLOCK, reason, hit.list_name + where)
+    return _dnc_block(hit.list_name, hit.jurisdiction, hit is national)
 
 
 _NATIONAL_PASS = shared_step("national-state-dnc", "pass")
+_DNC_BLOCKS: dict[tuple[str, str | None, bool], Outcome] = {}
+
+
+def _dnc_block(name: str, jurisdiction: str | None, national: bool) -> Outcome:
+    """A registry's block, made once per list (one call in ten is on the national list)."""
+    key = (name, jurisdiction, national)
+    found = _DNC_BLOCKS.get(key)
+    if found is None:
+        where = f" ({jurisdiction})" if jurisdiction else ""
+        reason = Reason.DNC_NATIONAL if national else Reason.DNC_STATE
+        found = Outcome(BLOCK, reason, name + where)
+        if len(_DNC_BLOCKS) < 1024:  # list names come from the store: keep the table bounded
+            _DNC_BLOCKS[key] = found
+    return found
 
 
 def national_state_dnc_bare(prep: Prepared, counted: bool) -> Step:
