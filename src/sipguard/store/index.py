@@ -102,6 +102,10 @@ class Index:
         self._lists: dict[int, _ListState] = {}
         self._by_name: dict[str, _ListState] = {}
         self._order: tuple[_ListState, ...] = ()
+        # Every number with a single entry on some list (more at times: a number leaves it
+        # when a list is installed whole). Most numbers have none, and then no list's
+        # overlay needs asking.
+        self._overlaid: set[str] = set()
         self._consents: dict[str, tuple[Consent, ...]] = {}
         self.seq = 0  # last change-log sequence applied
         self.error: str | None = "store not loaded"
@@ -116,9 +120,10 @@ class Index:
             return _NONE
         # Inlined per list (no method call): most numbers are on no list, and each list
         # must be asked.
+        overlaid = number in self._overlaid
         found = _NONE
         for state in self._order:
-            entry = state.overlay.get(number)
+            entry = state.overlay.get(number) if overlaid else None
             if entry is not None:
                 hit = state.entry_member(entry)
                 if hit is not None:
@@ -191,6 +196,7 @@ class Index:
         current = state.overlay.get(entry.number)
         if current is None or current.id < entry.id:
             state.overlay[entry.number] = entry
+            self._overlaid.add(entry.number)
 
     def put_consent(self, consent: Consent) -> None:
         """Insert or replace (by id) one consent record of a number."""
@@ -206,6 +212,8 @@ class Index:
         self._lists[state.info.id] = state
         self._by_name[state.info.name] = state
         self._order = tuple(sorted(self._lists.values(), key=lambda s: s.info.name))
+        if old is None or state.overlay is not old.overlay:  # set_info keeps the overlay
+            self._overlaid = set().union(*(s.overlay for s in self._order))
 
 
 def with_generation(info: ListInfo, generation: int, entries_upto: int, count: int) -> ListInfo:
