@@ -27,7 +27,7 @@ from sipguard.overload import (
     Ended,
     Marks,
     OverloadGuard,
-    ShedHook,
+    Shedder,
     Started,
     Transition,
     emergency_exempt,
@@ -43,7 +43,7 @@ from sipguard.sip.proxy import Problem, ProxyCore, ProxySettings, TransactionDon
 from sipguard.sip.routing import Identity, Trunk
 from sipguard.sip.timers import TimerValues
 from sipguard.sip.uri import parse_trunk_uri
-from sipguard.sip.verdict import DecisionHook, allow_all
+from sipguard.sip.verdict import AdmissionHook, DecisionHook, allow_all
 from sipguard.store.control import remove_control, serve_control
 from sipguard.store.db import Store
 from sipguard.store.session import socket_path, store_path
@@ -151,13 +151,13 @@ def overload_guard(config: Config) -> OverloadGuard:
     return OverloadGuard(Marks(o.max_queue_delay, o.max_queue_fill, o.hold, o.log_interval))
 
 
-def shed_hook(config: Config, hook: DecisionHook, guard: OverloadGuard) -> ShedHook:
+def shedder(config: Config, guard: OverloadGuard) -> Shedder:
     policy = config.policy
     exempt = emergency_exempt(Numbers(policy.default_region, policy.strip_prefixes),
                               policy.number_source, policy.emergency_numbers)
     host = config.sip.advertised_host or config.node.name
-    return ShedHook(hook, guard, overload_block(config.overload.retry_after, host), exempt,
-                    policy.campaign_header)
+    return Shedder(guard, overload_block(config.overload.retry_after, host), exempt,
+                   policy.campaign_header)
 
 
 class Gateway:
@@ -169,15 +169,16 @@ class Gateway:
         self.driver: CoreDriver | None = None
         # [overload]: new calls get 503 while the UDP receive queues hold a backlog
         self.guard: OverloadGuard | None = None
+        self.admit: AdmissionHook | None = None
         self.sampler: BacklogSampler | None = None
         if config.overload.enabled:
             self.guard = overload_guard(config)
-            self.hook = shed_hook(config, hook, self.guard)
+            self.admit = shedder(config, self.guard)
         self._closers: list[Callable[[], object]] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        core = ProxyCore(proxy_settings(self.config), self.hook)
+        core = ProxyCore(proxy_settings(self.config), self.hook, self.admit)
         driver = CoreDriver(core, loop, log_core_event)
         self.driver = driver
         sip = self.config.sip

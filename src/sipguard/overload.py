@@ -2,7 +2,7 @@
 
 Sans-IO, like the core: readings and the clock come in, state changes come out. The
 transport edge (`transport/backlog.py`) samples the UDP receive queues on a timer and
-hands each `Reading` to `OverloadGuard.observe`; `ShedHook` wraps the decision hook.
+hands each `Reading` to `OverloadGuard.observe`; `Shedder` is the core's admission hook.
 
 Why the receive queue, not the event loop's lag: under overload the backlog waits in the
 kernel's socket buffer, and the loop reads it in batches while its timers stay nearly on
@@ -24,10 +24,11 @@ no new drops. The gap (hysteresis) and `hold` keep one overload one episode: two
 lines and at most one summary per `log_interval`, however many calls are shed; the
 fraction settles where the gateway keeps up, instead of flapping between all and none.
 
-Only NEW calls are shed (initial INVITEs from a dialer: the decision hook is called for
+Only NEW calls are shed (initial INVITEs from a dialer: the admission hook is called for
 nothing else). Responses, ACK, CANCEL, BYE and re-INVITEs still pass, so calls in progress
-finish, and each shed call costs a fraction of a placed one (INVITE in, 100 and 503 out,
-ACK in; nothing to the trunk). Emergency numbers are never shed.
+finish, and each shed call costs a small fraction of a placed one: the core answers it
+statelessly (INVITE in, 503 out, ACK in; no transaction, no 100, nothing to the trunk)
+and answers its retransmissions the same way. Emergency numbers are never shed.
 
 What a shed call leaves in the log: no `call.decision` line and no decisions/attempts
 row. No decision about the number was made (the policy never ran, no rule, no decision
@@ -51,7 +52,7 @@ from dataclasses import dataclass, field
 from sipguard.policy.numbers import Numbers, strip_separators
 from sipguard.sip.message import Header, Request
 from sipguard.sip.peer import Peer
-from sipguard.sip.verdict import Block, DecisionHook, Verdict
+from sipguard.sip.verdict import Block
 
 REASON = "overload"  # the reason text on the wire (Reason, Warning) and in the log
 ENTRY = 0.5  # fraction of new calls shed from the first high reading
@@ -136,7 +137,7 @@ class OverloadGuard:
 
     def __init__(self, marks: Marks) -> None:
         self.marks = marks
-        self.overloaded = False  # read by ShedHook on every new call
+        self.overloaded = False  # read by Shedder on every new call
         self.fraction = 0.0  # of new calls shed while overloaded
         self.shed_total = 0  # calls shed since start (all episodes)
         self.episodes = 0
@@ -212,7 +213,7 @@ class OverloadGuard:
         return None
 
     def shed(self, campaign: str) -> None:
-        """Count one call answered 503 (ShedHook calls this)."""
+        """Count one call answered 503 (Shedder calls this)."""
         self.shed_total += 1
         episode = self._episode
         if episode is not None:
@@ -247,32 +248,30 @@ def emergency_exempt(
     return exempt
 
 
-class ShedHook:
-    """The decision hook with overload protection in front: while `guard.overloaded`,
-    a new call gets `block` at once (no policy decision, so no decision record: see the
-    module's docstring); otherwise, and for `exempt` calls (emergency numbers), `inner`
-    decides."""
+class Shedder:
+    """The core's admission hook (`sip.verdict.AdmissionHook`): while `guard.overloaded`,
+    a share of new calls get `block` at once, statelessly, before any transaction, 100
+    Trying or policy decision (so no decision record: see the module's docstring).
+    Emergency numbers (`exempt`) are never shed."""
 
-    __slots__ = ("block", "campaign_header", "exempt", "guard", "inner")
+    __slots__ = ("block", "campaign_header", "exempt", "guard")
 
     def __init__(
         self,
-        inner: DecisionHook,
         guard: OverloadGuard,
         block: Block,
         exempt: Callable[[Request], bool] = lambda _request: False,
         campaign_header: str = "x-campaign",
     ) -> None:
-        self.inner = inner
         self.guard = guard
         self.block = block
         self.exempt = exempt
         self.campaign_header = campaign_header.lower()
 
-    def __call__(self, request: Request, source: Peer, now: float) -> Verdict:
+    def __call__(self, request: Request, source: Peer, now: float) -> Block | None:
         guard = self.guard
         if not guard.overloaded or guard.admit() or self.exempt(request):
-            return self.inner(request, source, now)
+            return None
         campaign = (request.get(self.campaign_header) or "").strip() or "default"
-        self.guard.shed(campaign)
+        guard.shed(campaign)
         return self.block

@@ -13,7 +13,7 @@ from sipguard.sip.peer import Peer
 from sipguard.sip.proxy import Problem, ProxyCore, ProxySettings, TransactionDone
 from sipguard.sip.routing import Identity, Trunk, retarget
 from sipguard.sip.uri import parse_trunk_uri
-from sipguard.sip.verdict import Allow, Block, Verdict
+from sipguard.sip.verdict import AdmissionHook, Allow, Block, Verdict
 
 ME = Identity("10.0.0.1", {"udp": 5060, "tcp": 5060}, frozenset({"10.0.0.1"}))
 DIALER = Peer("udp", "10.1.0.5", 5070)
@@ -36,7 +36,8 @@ def allowed(host: str) -> bool:
 class Pair:
     """The core plus a fake clock; collects what it sends per peer."""
 
-    def __init__(self, hook: object = None, **overrides: object) -> None:
+    def __init__(self, hook: object = None, admit: AdmissionHook | None = None,
+                 **overrides: object) -> None:
         settings = ProxySettings(ME, trunks(), allowed, failover_timeout=2.0, **overrides)  # type: ignore[arg-type]
         self.verdicts: list[Request] = []
         self.verdict: Verdict = Allow((Header.make("X-Sipguard-Decision", "allow;id=1"),))
@@ -45,7 +46,7 @@ class Pair:
             self.verdicts.append(req)
             return self.verdict
 
-        self.core = ProxyCore(settings, decide)
+        self.core = ProxyCore(settings, decide, admit)
         self.now = 100.0
         self.problems: list[Problem] = []
 
@@ -548,3 +549,51 @@ def test_relayed_response_is_the_trunks_bytes_without_our_via(our_via_first: boo
     pair.core.receive(sent, TRUNK1, pair.now)
     (relayed,) = [data for peer, data in pair.core.datagrams_to_send() if peer == DIALER]
     assert relayed == sent.replace(ours.encode() + b"\r\n", b"")
+
+
+def test_an_invite_refused_at_admission_is_answered_statelessly_and_consistently() -> None:
+    asked: list[Request] = []
+    refusal = Block(503, "Service Unavailable", (Header.make("Retry-After", "5"),))
+
+    def admit(req: Request, source: Peer, now: float) -> Block | None:
+        asked.append(req)
+        return refusal
+
+    pair = Pair(admit=admit)
+    (answer,) = only(pair.feed(DIALER, invite()), DIALER)  # no 100 Trying: no transaction
+    assert isinstance(answer, Response) and answer.status == 503
+    assert answer.get("retry-after") == "5" and answer.tag("to")
+    assert pair.core.transaction_count == 0 and not pair.verdicts and len(asked) == 1
+    # A retransmission gets the same answer without asking again, the ACK stops here.
+    (again,) = only(pair.feed(DIALER, invite()), DIALER)
+    assert isinstance(again, Response) and again.serialize() == answer.serialize()
+    assert len(asked) == 1
+    ack = (f"ACK sip:+14155552671@10.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 10.1.0.5:5070;"
+           f"branch=z9hG4bK-d1\nMax-Forwards: 70\nFrom: <sip:agent@10.1.0.5>;tag=f1\n"
+           f"To: <sip:+14155552671@10.0.0.1>;tag={answer.tag('to')}\n"
+           f"Call-ID: call-1@10.1.0.5\nCSeq: 1 ACK\nContent-Length: 0\n\n")
+    assert pair.feed(DIALER, ack) == {}
+    # Once Timer H would have ended a transaction, the refusal is forgotten.
+    pair.advance(32.1)
+    pair.feed(DIALER, invite(branch="z9hG4bK-d2"))
+    only(pair.feed(DIALER, invite()), DIALER)
+    assert len(asked) == 3
+
+
+def test_admission_is_asked_only_for_new_calls_from_a_dialer() -> None:
+    asked: list[Request] = []
+
+    def admit(req: Request, source: Peer, now: float) -> Block | None:
+        asked.append(req)
+        return None
+
+    pair = Pair(admit=admit)
+    out = pair.feed(DIALER, invite())
+    (fwd,) = out[TRUNK1]
+    assert isinstance(fwd, Request) and len(asked) == 1 and len(pair.verdicts) == 1
+    ok = pair.feed(TRUNK1, response_to(fwd, 200, "OK"))[DIALER][0]
+    assert isinstance(ok, Response) and ok.status == 200
+    reinvite = invite(branch="z9hG4bK-d3", cseq=2).replace(
+        "To: <sip:+14155552671@10.0.0.1>", "To: <sip:+14155552671@10.0.0.1>;tag=t9")
+    pair.feed(DIALER, reinvite)
+    assert len(asked) == 1  # a re-INVITE is in a dialog: never refused at admission

@@ -12,8 +12,8 @@ from sipguard.overload import (
     Marks,
     OverloadGuard,
     Reading,
+    Shedder,
     Shedding,
-    ShedHook,
     Started,
     emergency_exempt,
     overload_block,
@@ -22,7 +22,7 @@ from sipguard.policy.numbers import Numbers
 from sipguard.sip.message import Request
 from sipguard.sip.parser import parse_message
 from sipguard.sip.peer import Peer
-from sipguard.sip.verdict import Allow, Block, Verdict
+from sipguard.sip.verdict import Block
 
 MARKS = Marks(max_delay=0.1, max_fill=0.5, hold=1.0, log_interval=10.0)
 QUIET = Reading(0.0, 0, 0.0, 0)
@@ -143,52 +143,43 @@ def invite(user: str, campaign: str | None = None) -> Request:
     return msg
 
 
-class Inner:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, _request: Request, _source: Peer, _now: float) -> Verdict:
-        self.calls += 1
-        return Allow()
-
-
-def hook(guard: OverloadGuard, inner: Inner) -> ShedHook:
+def shedder(guard: OverloadGuard) -> Shedder:
     exempt = emergency_exempt(Numbers("US", ("9",)), "ruri", ("911", "112"))
-    return ShedHook(inner, guard, overload_block(7, "gw.example"), exempt)
+    return Shedder(guard, overload_block(7, "gw.example"), exempt)
 
 
 DIALER = Peer("udp", "127.0.0.1", 5070)
 
 
-def test_the_hook_asks_the_policy_while_not_overloaded() -> None:
-    inner = Inner()
-    assert hook(OverloadGuard(MARKS), inner)(invite("+12125551234"), DIALER, 0.0) == Allow()
-    assert inner.calls == 1
+def test_calls_are_admitted_while_not_overloaded() -> None:
+    guard = OverloadGuard(MARKS)
+    assert shedder(guard)(invite("+12125551234"), DIALER, 0.0) is None
+    assert guard.shed_total == 0
 
 
-def test_the_hook_sheds_with_503_retry_after_and_counts_by_campaign() -> None:
-    guard, inner = OverloadGuard(MARKS), Inner()
+def test_a_shed_call_gets_503_retry_after_and_is_counted_by_campaign() -> None:
+    guard = OverloadGuard(MARKS)
     feed(guard, HIGH, 0.0, 0.2)
-    verdict = hook(guard, inner)(invite("+12125551234", "renewals"), DIALER, 0.3)
-    assert isinstance(verdict, Block)
-    assert (verdict.status, verdict.reason) == (503, "Service Unavailable")
-    headers = {h.name: h.raw.decode() for h in verdict.headers}
+    refusal = shedder(guard)(invite("+12125551234", "renewals"), DIALER, 0.3)
+    assert isinstance(refusal, Block)
+    assert (refusal.status, refusal.reason) == (503, "Service Unavailable")
+    headers = {h.name: h.raw.decode() for h in refusal.headers}
     assert headers == {
         "retry-after": "Retry-After: 7",
         "reason": 'Reason: SIP;cause=503;text="overload"',
         "warning": 'Warning: 399 gw.example "overload"',
     }
-    assert inner.calls == 0 and guard.shed_total == 1
+    assert guard.shed_total == 1
     ended = feed(guard, QUIET, 0.3, 2.5)[-1]
     assert isinstance(ended, Ended) and ended.by_campaign == {"renewals": 1}
 
 
 @pytest.mark.parametrize("user", ["911", "9911", "1-1-2"])
 def test_emergency_calls_are_never_shed(user: str) -> None:
-    guard, inner = OverloadGuard(MARKS), Inner()
+    guard = OverloadGuard(MARKS)
     feed(guard, HIGH, 0.0, 0.2)
-    assert hook(guard, inner)(invite(user), DIALER, 0.3) == Allow()
-    assert inner.calls == 1 and guard.shed_total == 0
+    assert shedder(guard)(invite(user), DIALER, 0.3) is None
+    assert guard.shed_total == 0
 
 
 # -- configuration ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ a dialer; everything else passes as §16 says a proxy does.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -55,8 +56,9 @@ from sipguard.sip.transaction import (
     Transaction,
 )
 from sipguard.sip.uri import OtherUri, Params, SipUri, parse_uri
-from sipguard.sip.verdict import Block, DecisionHook
+from sipguard.sip.verdict import AdmissionHook, Block, DecisionHook
 
+REFUSALS_KEPT = 200_000  # bounds the memory of refused INVITEs (32 s at 6,000 calls/s)
 ALLOW_HEADER = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, NOTIFY, MESSAGE"
 
 
@@ -155,9 +157,16 @@ class _Context:
 class ProxyCore:
     """The proxy: transaction tables, routing and the decision seam."""
 
-    def __init__(self, settings: ProxySettings, hook: DecisionHook) -> None:
+    def __init__(
+        self, settings: ProxySettings, hook: DecisionHook, admit: AdmissionHook | None = None
+    ) -> None:
         self.settings = settings
         self.hook = hook
+        self.admit = admit
+        # INVITEs refused at admission, by server-transaction key, until Timer H would have
+        # ended their transaction: a retransmission gets the same answer, never a call.
+        self._refused: dict[str, Block] = {}
+        self._refused_until: deque[tuple[float, str]] = deque()
         self._timers = TimerQueue()
         self._out: list[tuple[Peer, bytes]] = []
         self._events: list[TransactionDone | Problem] = []
@@ -287,7 +296,30 @@ class ProxyCore:
             self._problem("loop", "request carries sipguard's own Via", source)
             self._reply_stateless(req, source, 482, "Loop Detected")
             return
+        if method == "INVITE" and self._refused_at_admission(req, source, kind, key, now):
+            return
         self._route_new(req, source, kind, key, now)
+
+    def _refused_at_admission(
+        self, req: Request, source: Peer, kind: str, key: str, now: float
+    ) -> bool:
+        """Answer a new call the admission hook refuses, statelessly, and a retransmission
+        of one refused before the same way (never a call); True when answered."""
+        refusal = self._refused.get(key) if self._refused else None
+        if refusal is None:
+            if self.admit is None or kind != "dialer" or req.tag("to") is not None:
+                return False
+            refusal = self.admit(req, source, now)
+            if refusal is None:
+                return False
+            until = self._refused_until
+            while until and (until[0][0] <= now or len(until) >= REFUSALS_KEPT):
+                self._refused.pop(until.popleft()[1], None)
+            self._refused[key] = refusal
+            until.append((now + self.settings.timers.b, key))  # as long as Timer H would
+        # As received (not stamped): its ACK must find the same stateless To-tag.
+        self._reply_stateless(req, source, refusal.status, refusal.reason, refusal.headers)
+        return True
 
     def _addressed_to_me(self, req: Request) -> bool:
         uri = parse_uri(req.uri, "Request-URI")

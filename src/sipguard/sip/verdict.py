@@ -32,6 +32,12 @@ Verdict = Allow | Block
 DecisionHook = Callable[[Request, Peer, float], Verdict]
 
 
+# (initial INVITE from a dialer, its source, monotonic now) -> None to go on, or a refusal
+# sent at once, statelessly, before any transaction or 100 Trying: what overload shedding
+# needs, since a refused call must cost a small fraction of a placed one.
+AdmissionHook = Callable[[Request, Peer, float], Block | None]
+
+
 def allow_all(_request: Request, _source: Peer, _now: float) -> Verdict:
     """The hook used until a policy is wired in."""
     return Allow()
