@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sipguard.errors import ProtocolError
+from sipguard.sip import message, parser, uri
 from sipguard.sip.grammar import TOKEN_CHARS, WORD_CHARS
 from sipguard.sip.message import Message, Request, Response
 from sipguard.sip.parser import StreamFramer, parse_message
@@ -305,3 +306,35 @@ def test_fuzz_stream_framer(chunks: list[bytes], size: int) -> None:
                 check_parse(frame)
         except ProtocolError:
             return  # the connection would be closed
+
+
+def _forget_everything_learnt() -> None:
+    """Empty every table the parser and the message model learn from what they read."""
+    for table in (parser._SHAPES, parser._CHECKED, parser._GOOD, parser._STATUS_LINES,
+                  parser._LENGTHS, parser._NAMES, message._TOP_VIAS, message._CSEQS,
+                  message._TAGS):
+        table.clear()
+    message.parse_via.cache_clear()
+    uri.parse_uri.cache_clear()
+
+
+def _outcome(data: bytes, stream: bool) -> object:
+    try:
+        msg = parse_message(data, stream=stream)
+    except ProtocolError as exc:
+        return ("error", exc.status, str(exc))
+    try:
+        read: object = (msg.call_id, msg.cseq, msg.top_via, msg.tag("from"), msg.tag("to"))
+    except ProtocolError as exc:
+        read = ("unreadable", str(exc))
+    return (msg, msg.serialize(), read)
+
+
+@settings(max_examples=400 * SCALE, deadline=None)
+@given(mutated(), st.booleans())
+def test_what_the_parser_learnt_never_changes_a_verdict(data: bytes, stream: bool) -> None:
+    _forget_everything_learnt()
+    cold = _outcome(data, stream)
+    for seed in (SEED, data, data):  # learn the seed's lines, then this message's
+        _outcome(seed, stream)
+    assert _outcome(data, stream) == cold
