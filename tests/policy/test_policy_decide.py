@@ -16,6 +16,7 @@ from sipguard.policy.model import (
     Consent,
     ConsentType,
     Facts,
+    ListInfo,
     ListKind,
     Membership,
     Reason,
@@ -261,3 +262,18 @@ def test_an_outcome_can_say_when_the_window_opens() -> None:
                       NOW, rules)
     assert (decision.reason, decision.rule, decision.opens_at) == (
         Reason.OUTSIDE_CALLING_WINDOW, "calling-window", opens)
+
+
+def test_campaigns_taking_turns_each_see_the_freshness_of_their_own_lists() -> None:
+    facts = MemoryFacts(lists=[ListInfo("national", ListKind.NATIONAL, "US", NOW - 40 * DAY)])
+    checks, ignores = PLAIN, INTERNAL_ONLY
+
+    def stale_step(campaign: CampaignConfig, name: str, facts: MemoryFacts = facts) -> str:
+        decision = decide(Attempt(NUMBER, NUMBER, None, name, ""), facts, campaign, ENFORCE, NOW)
+        return next(s.detail for s in decision.trail if s.rule == "stale-list")
+
+    for _ in range(3):
+        assert stale_step(checks, "a").startswith("warning: ")
+        assert stale_step(ignores, "b") == "national lists fresh"
+    refreshed = MemoryFacts(lists=[ListInfo("national", ListKind.NATIONAL, "US", NOW)])
+    assert stale_step(checks, "a", refreshed) == "national lists fresh"  # other facts

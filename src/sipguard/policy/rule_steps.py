@@ -24,7 +24,7 @@ from sipguard.config import CampaignConfig, PolicyConfig
 from sipguard.policy import caps as caps_mod
 from sipguard.policy import consent_rules as cr
 from sipguard.policy import freshness, geo, windows
-from sipguard.policy.model import ConsentType, ListMeta, Reason, Step
+from sipguard.policy.model import ConsentType, Facts, ListMeta, Reason, Step
 from sipguard.policy.pipeline import (
     BLOCK,
     INTERNAL,
@@ -130,10 +130,12 @@ class Minute:
     windows: dict[tuple[Prepared, int, tuple[geo.Location, ...]], Step | Outcome] = (
         field(default_factory=dict)
     )
-    stale_key: tuple[object, ...] = ()  # (facts, policy, campaign lists) `stale` is for
-    stale: tuple[str, Step] | None = None  # what is stale, and its "warn" step; None: fresh
+    # prepared -> (facts, what is stale in them and its "warn" step; None: fresh): by
+    # campaign, as campaigns that check other lists may take turns call by call
+    stale: dict[Prepared, tuple[Facts, tuple[str, Step] | None]] = field(default_factory=dict)
 
 
+_MINUTE_LIMIT = 65536  # entries of each of a Minute's tables
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 _minute = Minute(_EPOCH, _EPOCH)
 _ONE_MINUTE = timedelta(minutes=1)
@@ -268,8 +270,6 @@ _CALLER_SKIP = shared_step("caller-id", "skip", "campaign lists no caller IDs")
 
 # -- calling window (data/calling_windows.toml) -------------------------------------------
 
-_WINDOW_LIMIT = 65536
-
 
 def calling_window(ctx: Context) -> Step | Outcome:
     prep = ctx.prepared
@@ -286,7 +286,7 @@ def calling_window(ctx: Context) -> Step | Outcome:
         )
         # the whole minute gets the same answer, its detail read at the minute's start
         result = outcome(state.at(now.replace(second=0, microsecond=0)))
-        if len(cache) >= _WINDOW_LIMIT:
+        if len(cache) >= _MINUTE_LIMIT:
             cache.clear()
         cache[key] = result
     return result
@@ -391,18 +391,21 @@ def stale_list(ctx: Context) -> Step | Outcome:
     """A national list the campaign checks is older than its safe-harbor limit: a trail
     warning, or with `stale_list = "block"` a block unless a DNC override applies. The
     catalogue is read once a minute (a refresh shows within a minute; ages are in days)."""
-    policy, facts, wanted = ctx.policy, ctx.facts, ctx.campaign.lists
-    memo = this_minute(ctx)
-    key = (facts, policy, wanted)
-    if key != memo.stale_key:  # identity first: a tuple compare is cheap when the same objects
+    policy, facts = ctx.policy, ctx.facts
+    cache = this_minute(ctx).stale
+    prep = ctx.prepared  # the campaign's lists and the policy come with it
+    entry = cache.get(prep)
+    if entry is None or entry[0] is not facts:
+        wanted = ctx.campaign.lists
         lists = facts.lists()
         names = [i.name for i in lists if i.name in wanted or i.kind in wanted]
         found = _stale(names, lists, ctx.now, policy.default_region)
-        memo.stale = None if found is None else (
+        if len(cache) >= _MINUTE_LIMIT:
+            cache.clear()
+        entry = cache[prep] = (facts, None if found is None else (
             found, shared_step(freshness.RULE, "pass", f"warning: {found}")
-        )
-        memo.stale_key = key
-    stale = memo.stale
+        ))
+    stale = entry[1]
     if stale is None:
         return _FRESH
     detail, warning = stale
