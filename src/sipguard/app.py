@@ -31,7 +31,7 @@ from sipguard.overload import (
     Started,
     Transition,
     emergency_exempt,
-    overload_block,
+    overload_blocks,
 )
 from sipguard.policy.gate import Gate
 from sipguard.policy.model import DecisionRecord
@@ -156,7 +156,7 @@ def shedder(config: Config, guard: OverloadGuard) -> Shedder:
     exempt = emergency_exempt(Numbers(policy.default_region, policy.strip_prefixes),
                               policy.number_source, policy.emergency_numbers)
     host = config.sip.advertised_host or config.node.name
-    return Shedder(guard, overload_block(config.overload.retry_after, host), exempt,
+    return Shedder(guard, overload_blocks(config.overload.retry_after, host), exempt,
                    policy.campaign_header)
 
 

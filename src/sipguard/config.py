@@ -307,7 +307,8 @@ class OverloadConfig:
     )
     retry_after: int = doc(
         "Seconds in the Retry-After of the 503 (RFC 3261 §21.5.4): when the dialer may "
-        "try the call again.",
+        "try the call again; spread ±20% over the calls shed, so they do not all return "
+        "in the same second.",
         5,
     )
     hold: float = doc(

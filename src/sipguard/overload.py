@@ -221,14 +221,20 @@ class OverloadGuard:
             episode.since_summary[campaign] += 1
 
 
-def overload_block(retry_after: int, host: str) -> Block:
+def overload_blocks(retry_after: int, host: str) -> tuple[Block, ...]:
     """503 Service Unavailable with Retry-After (RFC 3261 §21.5.4), and the reason in the
-    same Reason (RFC 3326) and Warning (§20.43) headers as every other refusal."""
-    return Block(503, "Service Unavailable", (
-        Header.make("Retry-After", str(retry_after)),
+    same Reason (RFC 3326) and Warning (§20.43) headers as every other refusal.
+
+    One answer per Retry-After value spread over retry_after ± 20%: calls shed together
+    are told to come back at different times, not all in the same second (RFC 6357 §4:
+    synchronised retries make the next overload)."""
+    spread = retry_after // 5  # none under 5 s
+    values = sorted({retry_after - spread, retry_after, retry_after + spread})
+    return tuple(Block(503, "Service Unavailable", (
+        Header.make("Retry-After", str(value)),
         Header.make("Reason", f'SIP;cause=503;text="{REASON}"'),
         Header.make("Warning", f'399 {host} "{REASON}"'),
-    ))
+    )) for value in values)
 
 
 def emergency_exempt(
@@ -250,21 +256,21 @@ def emergency_exempt(
 
 class Shedder:
     """The core's admission hook (`sip.verdict.AdmissionHook`): while `guard.overloaded`,
-    a share of new calls get `block` at once, statelessly, before any transaction, 100
+    a share of new calls get one of `blocks` at once, statelessly, before any transaction, 100
     Trying or policy decision (so no decision record: see the module's docstring).
     Emergency numbers (`exempt`) are never shed."""
 
-    __slots__ = ("block", "campaign_header", "exempt", "guard")
+    __slots__ = ("blocks", "campaign_header", "exempt", "guard")
 
     def __init__(
         self,
         guard: OverloadGuard,
-        block: Block,
+        blocks: tuple[Block, ...],
         exempt: Callable[[Request], bool] = lambda _request: False,
         campaign_header: str = "x-campaign",
     ) -> None:
         self.guard = guard
-        self.block = block
+        self.blocks = blocks  # handed out in turn (overload_blocks: spread Retry-After)
         self.exempt = exempt
         self.campaign_header = campaign_header.lower()
 
@@ -274,4 +280,4 @@ class Shedder:
             return None
         campaign = (request.get(self.campaign_header) or "").strip() or "default"
         guard.shed(campaign)
-        return self.block
+        return self.blocks[guard.shed_total % len(self.blocks)]

@@ -16,7 +16,7 @@ from sipguard.overload import (
     Shedding,
     Started,
     emergency_exempt,
-    overload_block,
+    overload_blocks,
 )
 from sipguard.policy.numbers import Numbers
 from sipguard.sip.message import Request
@@ -145,7 +145,7 @@ def invite(user: str, campaign: str | None = None) -> Request:
 
 def shedder(guard: OverloadGuard) -> Shedder:
     exempt = emergency_exempt(Numbers("US", ("9",)), "ruri", ("911", "112"))
-    return Shedder(guard, overload_block(7, "gw.example"), exempt)
+    return Shedder(guard, overload_blocks(7, "gw.example"), exempt)
 
 
 DIALER = Peer("udp", "127.0.0.1", 5070)
@@ -172,6 +172,22 @@ def test_a_shed_call_gets_503_retry_after_and_is_counted_by_campaign() -> None:
     assert guard.shed_total == 1
     ended = feed(guard, QUIET, 0.3, 2.5)[-1]
     assert isinstance(ended, Ended) and ended.by_campaign == {"renewals": 1}
+
+
+@pytest.mark.parametrize(("retry_after", "spread"), [
+    (5, ["4", "5", "6"]), (30, ["24", "30", "36"]), (4, ["4"]), (0, ["0"]),
+])
+def test_retry_after_is_spread_over_the_calls_shed(retry_after: int, spread: list[str]) -> None:
+    guard = OverloadGuard(MARKS)
+    feed(guard, HIGH, 0.0, 0.2)
+    shed = Shedder(guard, overload_blocks(retry_after, "gw"))
+    told = []
+    for _ in range(len(spread) * 2):
+        refusal = shed(invite("+12125551234"), DIALER, 0.3)
+        assert refusal is not None
+        told.append(refusal.headers[0].value)
+    assert sorted(set(told), key=int) == spread
+    assert all(told.count(value) == 2 for value in spread)  # handed out evenly
 
 
 @pytest.mark.parametrize("user", ["911", "9911", "1-1-2"])
