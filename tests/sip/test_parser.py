@@ -26,7 +26,7 @@ from sipguard.sip.message import (
     strip_top_value,
 )
 from sipguard.sip.parser import Limits, MessageError, parse_message
-from sipguard.sip.routing import Identity, own_via
+from sipguard.sip.routing import Identity, own_via, record_route, route_uri
 from sipguard.sip.uri import OtherUri, SipUri, TelUri, parse_name_addr, parse_uri
 
 CRLF = "\r\n"
@@ -929,3 +929,16 @@ def test_own_via_is_learnt_exactly_as_parsed(host: str, transport: str) -> None:
         header.raw.decode(), *(h for h in BASE_HEADERS if not h.startswith("Via"))])).top_via
     assert learnt == parse_via.__wrapped__(header.value)
     assert learnt.branch == "z9hG4bKsgabc.0"
+
+
+@pytest.mark.parametrize(("host", "inbound", "outbound", "from_tag"), [
+    ("127.0.0.1", "udp", "udp", "1SIPpTag001"), ("::1", "udp", "tcp", "a.b-c!%*_+`'~"),
+    ("GW.Example.COM", "tcp", "udp", None), ("10.0.0.1", "udp", "udp", '"q"'),
+])
+def test_own_record_route_is_learnt_exactly_as_parsed(
+    host: str, inbound: str, outbound: str, from_tag: str | None
+) -> None:
+    me = Identity(host, {"udp": 5060, "tcp": 5061}, frozenset({host.lower()}))
+    (header,) = record_route(me, inbound, outbound, from_tag, 1)  # type: ignore[arg-type]
+    for value in split_unquoted(header.value, ","):
+        assert route_uri(value) == parse_uri(parse_name_addr(value, "Route").uri, "Route")

@@ -11,9 +11,8 @@ import hashlib
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
-from sipguard.sip.grammar import param
+from sipguard.sip.grammar import is_token, param
 from sipguard.sip.message import (
     Header,
     Message,
@@ -21,12 +20,13 @@ from sipguard.sip.message import (
     Via,
     encode,
     parse_via,
+    remember,
     replace_top_value,
     strip_top_value,
 )
 from sipguard.sip.parser import trust_via
 from sipguard.sip.peer import Peer, Transport
-from sipguard.sip.uri import SipUri, TelUri, Uri, parse_host, parse_name_addr, parse_uri
+from sipguard.sip.uri import Params, SipUri, TelUri, Uri, parse_host, parse_name_addr, parse_uri
 
 MAGIC = "z9hG4bK"  # RFC 3261 §8.1.1.7
 OWN_BRANCH = MAGIC + "sg"  # every branch sipguard creates starts with this
@@ -139,10 +139,17 @@ def pop_own_routes(
         request = request.with_headers(strip_top_value(request.headers, "route"))
 
 
-@lru_cache(maxsize=4096)
 def route_uri(value: str) -> Uri:
-    """The URI of one Route value. Cached: a dialog's requests carry the same route set."""
-    return parse_uri(parse_name_addr(value, "Route").uri, "Route")
+    """The URI of one Route value. Remembered: a dialog's requests carry the same route
+    set, and sipguard's own Record-Route values are handed over as parsed when written."""
+    uri = _ROUTE_URIS.get(value)
+    if uri is None:
+        uri = parse_uri(parse_name_addr(value, "Route").uri, "Route")
+        remember(_ROUTE_URIS, value, uri)
+    return uri
+
+
+_ROUTE_URIS: dict[str, Uri] = {}
 
 
 def next_hop_uri(request: Request) -> SipUri | None:
@@ -194,7 +201,14 @@ def record_route(
     def value(transport: Transport) -> str:
         tparam = ";transport=tcp" if transport == "tcp" else ""
         ftag = f";ftag={from_tag}" if from_tag else ""
-        return f"<sip:{me.sent_by(transport)}{tparam};lr{ftag};sgt={trunk}>"
+        sent_by = me.sent_by(transport)
+        text = f"sip:{sent_by}{tparam};lr{ftag};sgt={trunk}"
+        if not from_tag or is_token(from_tag):  # then parse_params reads it back as written
+            params: Params = (*((("transport", "tcp"),) if tparam else ()), ("lr", None),
+                              *((("ftag", from_tag),) if from_tag else ()), ("sgt", str(trunk)))
+            remember(_ROUTE_URIS, f"<{text}>", SipUri("sip", None, *parse_host(sent_by, "Route"),
+                                                     params, text))
+        return f"<{text}>"
 
     if inbound == outbound:
         return (Header.make("record-route", value(outbound)),)
