@@ -214,12 +214,11 @@ def _run(ctx: Context, runs: tuple[Run, ...]) -> tuple[str, Outcome] | None:
             result = check(ctx)
             if type(result) is Outcome:
                 return name, result
-            # Trail.then's lookup, inlined: it runs for every step of every call
-            found = trail.next.get(id(result))
-            if found is not None and found[0] is result:
-                trail = found[1]
-            else:
-                trail = trail.then(result, then)  # type: ignore[arg-type]
+            last = trail.last  # Trail.then's first guess, inlined: it runs for every step
+            trail = (
+                last[1] if last is not None and last[0] is result
+                else trail.then(result, then)  # type: ignore[arg-type]
+            )
     finally:
         ctx.trail = trail
     return None

@@ -40,12 +40,14 @@ class Trail:
     as the tree are kept (a shared step; the plan's own tuples); a trail not kept (a step
     made for one call led to it) keeps nothing either."""
 
-    __slots__ = ("allowed", "decisions", "kept", "next", "steps")
+    __slots__ = ("allowed", "decisions", "kept", "last", "next", "steps")
 
     def __init__(self, steps: tuple[Step, ...], kept: bool) -> None:
         self.steps = steps
         self.kept = kept  # in its plan's tree
         self.next: dict[int, tuple[object, Trail]] = {}  # id(what led on) -> (it, the trail)
+        # The entry of `next` taken last, asked first: calls come in streaks down one path.
+        self.last: tuple[object, Trail] | None = None
         self.decisions: dict[int, Decision] = {}  # id(shared last step) -> a Decision
         # The Decision of a call that passes every rule with no consent, the same for every
         # call on this trail: most calls end here, and need no step or Decision looked up.
@@ -53,17 +55,22 @@ class Trail:
 
     def then(self, step: Step, known: tuple[Step, ...]) -> Trail:
         """This trail, then a rule's `step` and the `known` steps after it."""
-        found = self.next.get(id(step))
-        if found is not None and found[0] is step:
-            return found[1]
-        return self._child(step, (*self.steps, step, *known), is_shared(step))
+        return self._taken(step) or self._child(step, (*self.steps, step, *known),
+                                                is_shared(step))
 
     def extend(self, known: tuple[Step, ...]) -> Trail:
         """This trail, then the plan's `known` steps."""
-        found = self.next.get(id(known))
-        if found is not None and found[0] is known:
-            return found[1]
-        return self._child(known, (*self.steps, *known), True)
+        return self._taken(known) or self._child(known, (*self.steps, *known), True)
+
+    def _taken(self, led_by: object) -> Trail | None:
+        """The kept child `led_by` leads to, if any (the one taken last is asked first)."""
+        found = self.last
+        if found is None or found[0] is not led_by:
+            found = self.next.get(id(led_by))
+            if found is None or found[0] is not led_by:
+                return None
+            self.last = found
+        return found[1]
 
     def remember(self, decision: Decision) -> None:
         """Keep a Decision that ends this trail with a shared step, for the next call."""
@@ -74,7 +81,7 @@ class Trail:
     def _child(self, led_by: object, steps: tuple[Step, ...], lasting: bool) -> Trail:
         after = Trail(steps, self.kept and lasting and _room())
         if after.kept:
-            self.next[id(led_by)] = (led_by, after)
+            self.next[id(led_by)] = self.last = (led_by, after)
         return after
 
 
