@@ -33,9 +33,28 @@ def _socket(rcvbuf: int = 1 << 20) -> socket.socket:
     return sock
 
 
+def _wait_for_timestamps(probe: QueueProbe, receiver: socket.socket,
+                         sender: socket.socket) -> None:
+    """The probe turns receive timestamps on, but the first socket on a host to ask flips
+    them on for the whole host through a deferred kernel work item (net_enable_timestamp):
+    until it has run, a datagram carries no arrival time and seems not to have waited."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        sender.sendto(b"x", receiver.getsockname())
+        sender.sendto(b"x", receiver.getsockname())
+        time.sleep(0.02)
+        receiver.recv(2048)
+        reading = probe.read(time.time())  # one datagram still queued: a delay is read
+        receiver.recv(2048)
+        if reading is not None and reading.delay >= 0.01:
+            return
+    raise AssertionError("receive timestamps never came on")
+
+
 def test_the_probe_sees_datagrams_wait_and_the_queue_empty() -> None:
     receiver, sender = _socket(), _socket()
     probe = QueueProbe(receiver)
+    _wait_for_timestamps(probe, receiver, sender)
     first = probe.read(time.time())
     assert first is not None and first.queued == 0 and first.delay == 0.0
     for _ in range(200):
