@@ -339,6 +339,9 @@ def make_response(
     if status == 100:
         copied.extend(h for h in request.headers if h.name == "timestamp")  # §8.2.6.1
     copied.extend(extra)
-    copied.append(Header.make("content-length", "0"))
+    copied.append(_NO_BODY)
     return Response(tuple(copied), b"", status, reason or REASON_PHRASES.get(status, "Unknown"))
+
+
+_NO_BODY = Header.make("content-length", "0")
 

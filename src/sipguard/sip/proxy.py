@@ -404,13 +404,13 @@ class ProxyCore:
         me = self.settings.me
         branch = own_branch(ctx.base, ctx.target_index)
         front: tuple[Header, ...] = (own_via(me, peer.transport, branch, answered=True),)
-        if self.settings.record_route and req.method in ("INVITE", "SUBSCRIBE", "REFER") and (
-            req.tag("to") is None
-        ):
+        initial = req.tag("to") is None  # out of dialog
+        if self.settings.record_route and initial and req.method in ("INVITE", "SUBSCRIBE",
+                                                                     "REFER"):
             front += record_route(me, ctx.server.peer.transport, peer.transport,
                                   req.tag("from"), trunk)
         uri = req.uri
-        if trunk >= 0 and req.tag("to") is None:
+        if trunk >= 0 and initial:
             uri = self.settings.trunks[trunk].request_uri(uri)
         fwd = req.with_headers(front + req.headers, uri)
         ckey = f"{branch}|{req.method}"
@@ -423,7 +423,7 @@ class ProxyCore:
         ctx.trunk_index = trunk
         self._client[ckey] = client
         self._contexts[ckey] = ctx
-        if trunk >= 0 and req.method == "INVITE" and req.tag("to") is None:
+        if trunk >= 0 and req.method == "INVITE" and initial:
             # A live trunk answers 100 Trying within 200 ms (§16.2); silence means it is
             # down, whether another trunk is left or the dialer must be told now.
             ctx.failover = self.schedule(now + self.settings.failover_timeout,
