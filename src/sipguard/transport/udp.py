@@ -10,6 +10,7 @@ from sipguard.sip.peer import Peer
 from sipguard.transport.driver import CoreDriver
 
 MAX_DATAGRAM = 65535
+_new_peer = tuple.__new__
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -26,7 +27,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             transport.max_size = MAX_DATAGRAM
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.driver.receive(data, Peer("udp", str(addr[0]), int(addr[1])))
+        # The loop gives (host str, port int): the tuple is built directly, not through
+        # NamedTuple's Python-level __new__ (this runs for every datagram).
+        self.driver.receive(data, _new_peer(Peer, ("udp", addr[0], addr[1])))
 
     def error_received(self, exc: Exception) -> None:
         # An ICMP error for an earlier send: nothing names the destination reliably here;
