@@ -9,7 +9,7 @@ import pytest
 
 from sipguard.config import CampaignConfig, PolicyConfig
 from sipguard.policy import plans
-from sipguard.policy.engine import decide
+from sipguard.policy.engine import RULES, decide
 from sipguard.policy.facts import MemoryFacts
 from sipguard.policy.model import Attempt, Consent, ConsentType, Decision, ListKind, Membership
 
@@ -73,3 +73,15 @@ def test_calls_the_calling_window_blocks_share_its_decision_for_the_minute() -> 
     flagged = at(NY, night, PolicyConfig(mode="monitor"))
     assert flagged.action == "flag" and flagged.trail[-1].outcome == "flag"
     assert flagged.trail[:-1] == ny.trail[:-1] and flagged.opens_at == ny.opens_at
+
+
+def test_campaigns_taking_turns_keep_their_plans() -> None:
+    other = CampaignConfig(lists=("internal",))
+    rules = RULES
+    a = plans.plan_for(rules, CAMPAIGN, POLICY, "default", False)
+    b = plans.plan_for(rules, other, POLICY, "other", False)
+    for _ in range(3):
+        assert plans.plan_for(rules, CAMPAIGN, POLICY, "default", False) is a
+        assert plans.plan_for(rules, other, POLICY, "other", False) is b
+    changed = plans.plan_for(rules, other, POLICY, "default", False)  # a config reloaded
+    assert changed is not a and changed.campaign is other

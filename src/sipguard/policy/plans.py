@@ -143,8 +143,9 @@ def _build(
     return Plan(rules, campaign, policy, name, counted, prep, first, rest, Trail(first.head, True))
 
 
-_PLANS: dict[tuple[int, int, int, str, bool], Plan] = {}
-_last_plan: Plan | None = None
+# By campaign name: a dialer's calls of several campaigns come mixed, and each name has one
+# config (a plan made for other inputs under the same name is made again).
+_PLANS: dict[str, Plan] = {}
 # Trails and Decisions kept by every plan together. The paths are few, but a shared step
 # that changes now and then (a list's age in a stale-list warning) adds new ones; past the
 # bound the plans are dropped with their trees and made again.
@@ -156,24 +157,16 @@ def plan_for(
     rules: Sequence[Rule], campaign: CampaignConfig, policy: PolicyConfig, name: str,
     counted: bool,
 ) -> Plan:
-    """The plan for these inputs, made once (a one-entry memo first: most calls in a row
-    are of the same campaign)."""
-    global _last_plan  # noqa: PLW0603 (the memo is module state by design)
-    plan = _last_plan
+    """The plan for these inputs, made once."""
+    plan = _PLANS.get(name)
     if (
         plan is not None and plan.rules is rules and plan.campaign is campaign
-        and plan.policy is policy and plan.counted is counted and plan.name == name
+        and plan.policy is policy and plan.counted is counted
     ):
         return plan
-    key = (id(rules), id(campaign), id(policy), name, counted)
-    plan = _PLANS.get(key)
-    if plan is None or plan.rules is not rules or plan.campaign is not campaign or (
-        plan.policy is not policy
-    ):
-        if len(_PLANS) > 1024:  # campaign names come off the wire: keep the table bounded
-            _drop_plans()
-        plan = _PLANS[key] = _build(rules, campaign, policy, name, counted)
-    _last_plan = plan
+    if len(_PLANS) > 1024:  # campaign names come off the wire: keep the table bounded
+        _drop_plans()
+    plan = _PLANS[name] = _build(rules, campaign, policy, name, counted)
     return plan
 
 
@@ -189,7 +182,6 @@ def _room() -> bool:
 
 
 def _drop_plans() -> None:
-    global _last_plan, _trails_kept  # noqa: PLW0603
+    global _trails_kept  # noqa: PLW0603
     _PLANS.clear()
-    _last_plan = None
     _trails_kept = 0
