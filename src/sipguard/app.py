@@ -31,12 +31,14 @@ from sipguard.overload import (
     Started,
     Transition,
     emergency_exempt,
+    none_decided,
     overload_blocks,
 )
 from sipguard.policy.gate import Gate
 from sipguard.policy.model import DecisionRecord
 from sipguard.policy.numbers import Numbers
 from sipguard.policy.windows import warm_holidays
+from sipguard.sip.message import Request
 from sipguard.sip.parser import Limits
 from sipguard.sip.peer import Peer, Transport
 from sipguard.sip.proxy import Problem, ProxyCore, ProxySettings, TransactionDone
@@ -151,19 +153,26 @@ def overload_guard(config: Config) -> OverloadGuard:
     return OverloadGuard(Marks(o.max_queue_delay, o.max_queue_fill, o.hold, o.log_interval))
 
 
-def shedder(config: Config, guard: OverloadGuard) -> Shedder:
+def shedder(
+    config: Config, guard: OverloadGuard, decided: Callable[[Request, float], bool] | None
+) -> Shedder:
     policy = config.policy
     exempt = emergency_exempt(Numbers(policy.default_region, policy.strip_prefixes),
                               policy.number_source, policy.emergency_numbers)
     host = config.sip.advertised_host or config.node.name
     return Shedder(guard, overload_blocks(config.overload.retry_after, host), exempt,
-                   policy.campaign_header)
+                   policy.campaign_header, decided or none_decided)
 
 
 class Gateway:
     """The running gateway: sockets, the core driver, and the tasks that feed them."""
 
-    def __init__(self, config: Config, hook: DecisionHook = allow_all) -> None:
+    def __init__(
+        self, config: Config, hook: DecisionHook = allow_all,
+        decided: Callable[[Request, float], bool] | None = None,
+    ) -> None:
+        """`decided`: whether an INVITE re-sends a call already decided (`Gate.decided`),
+        which overload shedding lets through."""
         self.config = config
         self.hook = hook
         self.driver: CoreDriver | None = None
@@ -173,7 +182,7 @@ class Gateway:
         self.sampler: BacklogSampler | None = None
         if config.overload.enabled:
             self.guard = overload_guard(config)
-            self.admit = shedder(config, self.guard)
+            self.admit = shedder(config, self.guard, decided)
         self._closers: list[Callable[[], object]] = []
 
     async def start(self) -> None:
@@ -298,7 +307,7 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         if gc.isenabled():
             gc.disable()
             stack.callback(gc.enable)
-        gateway = Gateway(config, gate)
+        gateway = Gateway(config, gate, gate.decided)
         await gateway.start()
         stack.callback(gateway.close)
         control = socket_path(config)

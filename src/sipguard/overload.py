@@ -254,13 +254,18 @@ def emergency_exempt(
     return exempt
 
 
+def none_decided(_request: Request, _now: float) -> bool:
+    """No call is known to be under way (when there is no gate to ask)."""
+    return False
+
+
 class Shedder:
     """The core's admission hook (`sip.verdict.AdmissionHook`): while `guard.overloaded`,
     a share of new calls get one of `blocks` at once, statelessly, before any transaction, 100
     Trying or policy decision (so no decision record: see the module's docstring).
-    Emergency numbers (`exempt`) are never shed."""
+    Emergency numbers (`exempt`) and calls under way (`decided`) are never shed."""
 
-    __slots__ = ("blocks", "campaign_header", "exempt", "guard")
+    __slots__ = ("blocks", "campaign_header", "decided", "exempt", "guard")
 
     def __init__(
         self,
@@ -268,15 +273,18 @@ class Shedder:
         blocks: tuple[Block, ...],
         exempt: Callable[[Request], bool] = lambda _request: False,
         campaign_header: str = "x-campaign",
+        decided: Callable[[Request, float], bool] = none_decided,
     ) -> None:
         self.guard = guard
         self.blocks = blocks  # handed out in turn (overload_blocks: spread Retry-After)
         self.exempt = exempt
         self.campaign_header = campaign_header.lower()
+        self.decided = decided  # a call under way (Gate.decided: re-sent after a challenge)
 
     def __call__(self, request: Request, source: Peer, now: float) -> Block | None:
         guard = self.guard
-        if not guard.overloaded or guard.admit() or self.exempt(request):
+        if (not guard.overloaded or self.exempt(request) or self.decided(request, now)
+                or guard.admit()):
             return None
         campaign = (request.get(self.campaign_header) or "").strip() or "default"
         guard.shed(campaign)

@@ -190,6 +190,21 @@ def test_retry_after_is_spread_over_the_calls_shed(retry_after: int, spread: lis
     assert all(told.count(value) == 2 for value in spread)  # handed out evenly
 
 
+def test_a_call_under_way_is_never_shed() -> None:
+    guard = OverloadGuard(MARKS)
+    feed(guard, HIGH, 0.0, 0.2)
+    asked: list[float] = []
+
+    def decided(request: Request, now: float) -> bool:
+        asked.append(now)
+        return request.call_id == "c1@test"  # re-sent after a 407, say
+
+    shed = Shedder(guard, overload_blocks(5, "gw"), decided=decided)
+    for _ in range(20):
+        assert shed(invite("+12125551234"), DIALER, 0.3) is None
+    assert guard.shed_total == 0 and asked == [0.3] * 20
+
+
 @pytest.mark.parametrize("user", ["911", "9911", "1-1-2"])
 def test_emergency_calls_are_never_shed(user: str) -> None:
     guard = OverloadGuard(MARKS)

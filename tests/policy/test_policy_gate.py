@@ -231,6 +231,16 @@ def test_resent_invite_after_407_reuses_the_first_decision() -> None:
     assert len(records) == 3
 
 
+def test_the_gate_knows_a_call_it_decided_until_the_reuse_window_ends() -> None:
+    g, _, _ = gate()
+    first = invite(cseq=1)
+    assert not g.decided(first, 100.0)  # asking decides nothing
+    g(first, DIALER, 100.0)
+    assert g.decided(invite(cseq=2), 101.5)  # the re-send after a challenge
+    assert not g.decided(invite("+14155552671", "other-call"), 101.5)
+    assert not g.decided(invite(cseq=3), 100.0 + 61)
+
+
 def test_same_call_id_other_number_is_a_new_decision() -> None:
     g, records, _ = gate()
     g(invite("+14155552671", "same"), DIALER, 1.0)

@@ -133,9 +133,8 @@ class Gate:
     def __call__(self, request: Request, source: Peer, now: float) -> Verdict:
         started = self.perf_clock()
         numbers = self.numbers
-        callee_raw = numbers.called_raw(request, self.policy.number_source)
-        call_id = request.call_id
-        key = (call_id, request.tag("from") or "", callee_raw)
+        key = self._key(request)
+        call_id, _, callee_raw = key
         reused = self._reused(key, now)
         if reused is not None:
             return reused
@@ -241,6 +240,17 @@ class Gate:
         return Block(block.status, block.reason, (retry, *block.headers))
 
     # -- the re-sent INVITE after a challenge ----------------------------------------------
+
+    def decided(self, request: Request, now: float) -> bool:
+        """Whether this INVITE re-sends a call decided in the last reuse_seconds (the same
+        Call-ID, From tag and number: a retry after a 401/407 challenge). The overload guard
+        lets such a call through: it is under way, not new."""
+        return self._reused(self._key(request), now) is not None
+
+    def _key(self, request: Request) -> tuple[str, str, str]:
+        """(Call-ID, From tag, number as dialled): what a re-sent INVITE shares."""
+        callee_raw = self.numbers.called_raw(request, self.policy.number_source)
+        return request.call_id, request.tag("from") or "", callee_raw
 
     def _reused(self, key: tuple[str, str, str], now: float) -> Verdict | None:
         expiries, recent = self._expiries, self._recent
