@@ -28,7 +28,8 @@ Only NEW calls are shed (initial INVITEs from a dialer: the admission hook is ca
 nothing else). Responses, ACK, CANCEL, BYE and re-INVITEs still pass, so calls in progress
 finish, and each shed call costs a small fraction of a placed one: the core answers it
 statelessly (INVITE in, 503 out, ACK in; no transaction, no 100, nothing to the trunk)
-and answers its retransmissions the same way. Emergency numbers are never shed.
+and answers its retransmissions the same way. Emergency numbers, and an INVITE re-sent
+after a 401/407 challenge (the call is under way: `Gate.decided`), are never shed.
 
 What a shed call leaves in the log: no `call.decision` line and no decisions/attempts
 row. No decision about the number was made (the policy never ran, no rule, no decision
