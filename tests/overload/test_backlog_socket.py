@@ -77,6 +77,24 @@ def test_the_probe_sees_datagrams_wait_and_the_queue_empty() -> None:
     sender.close()
 
 
+def test_a_datagram_arriving_at_an_idle_socket_is_no_backlog() -> None:
+    """The last datagram read arrived long ago; a new one waits, unread, as a sample is
+    taken: that is no queue delay (a clean-clone CI run saw 1.5 s here and shed a call)."""
+    receiver, sender = _socket(), _socket()
+    probe = QueueProbe(receiver)
+    _wait_for_timestamps(probe, receiver, sender)
+    sender.sendto(b"x", receiver.getsockname())
+    receiver.recv(2048)
+    probe.read(time.time())  # a sample after the read, as the sampler takes every 10 ms
+    time.sleep(0.3)
+    sender.sendto(b"x", receiver.getsockname())
+    time.sleep(0.01)
+    reading = probe.read(time.time())
+    assert reading is not None and reading.queued > 0 and reading.delay < 0.05, reading
+    receiver.close()
+    sender.close()
+
+
 def test_the_probe_counts_kernel_drops() -> None:
     receiver, sender = _socket(rcvbuf=4096), _socket()
     probe = QueueProbe(receiver)

@@ -12,12 +12,12 @@ datagram, so the hot path pays nothing):
   quarter of the buffer: exact at 0, coarse above. The delay is the finer measure.
 * `ioctl(SIOCGSTAMP)`: the kernel's arrival time of the last datagram read from the socket.
   Read right after the loop read a batch, `now - arrival` is how long that datagram
-  waited: the queue delay (CoDel's sojourn time, RFC 8289). About 4 µs; asked only while
-  the queue holds something. The first call turns receive timestamps on for the socket
-  (the probe makes it when created: datagrams queued before carry no arrival time).
+  waited: the queue delay (CoDel's sojourn time, RFC 8289). About 4 µs, at every sample.
+  The first call turns receive timestamps on for the socket (the probe makes it when
+  created: datagrams queued before carry no arrival time).
 
 The delay is counted only when the queue is not empty and a datagram was read since the
-last sample (the arrival time moved); with reads but an empty queue it is 0; with no read
+last sample (the arrival time moved since then); with an empty queue it is 0; with no read
 since the last sample (the loop was blocked, or a datagram just arrived on an idle socket)
 the previous value stands. Where neither call works (not Linux), `QueueProbe.read` returns
 None and the gateway says once that it cannot measure its backlog.
@@ -64,13 +64,17 @@ class QueueProbe:
             return None
         queued, size, drops = (info[SK_MEMINFO_RMEM_ALLOC], info[SK_MEMINFO_RCVBUF],
                                info[SK_MEMINFO_DROPS])
+        # Asked at every sample: a stamp that moved since the last one belongs to a datagram
+        # read within one interval, so `wall - stamp` is its wait (plus at most an interval).
+        # A stamp that did not move may be minutes old: a datagram just arrived on an idle
+        # socket would read as minutes of backlog.
+        stamp = self._arrival()
+        moved = stamp is not None and stamp != self._stamp
+        self._stamp = stamp
         if queued == 0:
             self._delay = 0.0
-        else:
-            stamp = self._arrival()
-            if stamp is not None and stamp != self._stamp:
-                self._stamp = stamp
-                self._delay = max(0.0, wall - stamp)
+        elif moved and stamp is not None:
+            self._delay = max(0.0, wall - stamp)
         return Reading(self._delay, queued, queued / size if size else 0.0, drops)
 
     def _arrival(self) -> float | None:
