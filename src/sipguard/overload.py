@@ -50,7 +50,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sipguard.policy.numbers import Numbers, strip_separators
+from sipguard.policy.gate import campaign_of
+from sipguard.policy.numbers import Numbers, emergency_dialled
 from sipguard.sip.message import Header, Request
 from sipguard.sip.peer import Peer
 from sipguard.sip.verdict import Block
@@ -244,13 +245,10 @@ def emergency_exempt(
     """Whether a call dials an emergency number (policy.emergency_numbers, after a strip
     prefix): those are never shed, as the policy never blocks them (rule `emergency`)."""
     table = frozenset(emergency)
-    prefixes = numbers.strip_prefixes
 
     def exempt(request: Request) -> bool:
-        dialled = strip_separators(numbers.called_raw(request, number_source))
-        if dialled in table:
-            return True
-        return any(dialled.startswith(p) and dialled[len(p):] in table for p in prefixes)
+        raw = numbers.called_raw(request, number_source)
+        return emergency_dialled(raw, table, numbers.strip_prefixes) is not None
 
     return exempt
 
@@ -287,6 +285,6 @@ class Shedder:
         if (not guard.overloaded or self.exempt(request) or self.decided(request, now)
                 or guard.admit()):
             return None
-        campaign = (request.get(self.campaign_header) or "").strip() or "default"
+        campaign = campaign_of(request, self.campaign_header)
         guard.shed(campaign)
         return self.blocks[guard.shed_total % len(self.blocks)]

@@ -44,7 +44,7 @@ from sipguard.policy.model import (
     Reason,
     Step,
 )
-from sipguard.policy.numbers import strip_separators
+from sipguard.policy.numbers import emergency_dialled
 from sipguard.policy.pipeline import (
     ALLOW,
     BLOCK,
@@ -74,13 +74,9 @@ def emergency(ctx: Context) -> Step | Outcome:
     prep = ctx.prepared
     raw = ctx.attempt.callee_raw
     if len(raw) <= prep.emergency_longest + 4:  # separators allowed; longer cannot match
-        table = prep.emergency
-        dialled = strip_separators(raw)
-        if dialled in table:
+        dialled = emergency_dialled(raw, prep.emergency, ctx.policy.strip_prefixes)
+        if dialled is not None:
             return Outcome(ALLOW, Reason.EMERGENCY, dialled, dynamic=True)
-        for prefix in ctx.policy.strip_prefixes:
-            if prefix and dialled.startswith(prefix) and dialled[len(prefix) :] in table:
-                return Outcome(ALLOW, Reason.EMERGENCY, dialled, dynamic=True)
     return _EMERGENCY_PASS
 
 

@@ -82,6 +82,11 @@ class DecisionIds:
         return f"{self._prefix}{ms << 32 | self._seq:020x}"
 
 
+def campaign_of(request: Request, header: str) -> str:
+    """The campaign a call belongs to: the `policy.campaign_header` value, else "default"."""
+    return (request.get(header) or "").strip() or "default"
+
+
 class Gate:
     """The `DecisionHook` the proxy core calls for every initial INVITE from a dialer."""
 
@@ -138,7 +143,7 @@ class Gate:
         reused = self._reused(key, now)
         if reused is not None:
             return reused
-        campaign = (request.get(self._campaign_header) or "").strip() or "default"
+        campaign = campaign_of(request, self._campaign_header)
         attempt = Attempt(callee_raw, numbers.e164(callee_raw), numbers.caller(request),
                           campaign, call_id)
         wall = self.wall_clock()

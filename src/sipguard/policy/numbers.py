@@ -45,6 +45,20 @@ def strip_separators(text: str) -> str:
     )
 
 
+def emergency_dialled(
+    raw: str, table: frozenset[str], strip_prefixes: tuple[str, ...]
+) -> str | None:
+    """The emergency number (policy.emergency_numbers) `raw` dials, directly or after a
+    strip prefix, separators ignored; None when it dials none."""
+    dialled = strip_separators(raw)
+    if dialled in table:
+        return dialled
+    for prefix in strip_prefixes:
+        if prefix and dialled.startswith(prefix) and dialled[len(prefix) :] in table:
+            return dialled
+    return None
+
+
 class _Lru:
     """A small bounded mapping, least recently used dropped first."""
 
