@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sipguard.policy.model import Action, Decision, DecisionRecord, Reason, Step
 from sipguard.store.db import Store
-from sipguard.store.writer import KEPT, AttemptRow, RecordWriter, TrailJson, attempts_since
+from sipguard.store.writer import CHUNK, KEPT, AttemptRow, RecordWriter, TrailJson, attempts_since
 
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
 BLOCKED = Decision(Action.BLOCK, Reason.DNC_NATIONAL, "national-dnc",
@@ -95,6 +95,26 @@ async def test_rows_of_decision_records(store: Store) -> None:
         ("+12025550100", "default", "2026-05-01T12:00:00+00:00", "call-1"),
         ("+12025550100", "default", "2026-05-01T12:00:00.000250+00:00", "call-2"),
     ]
+
+
+async def test_flushes_of_every_size_keep_every_row_in_order(store: Store) -> None:
+    """Rows go in CHUNK at a time: a flush below, at and across that size writes each row
+    once, and the attempts (read back in insertion order) in the order they were decided."""
+    writer = RecordWriter(store, batch=10_000)
+    sizes = (1, CHUNK - 1, CHUNK, 2 * CHUNK + 1)
+    n = 0
+    for size in sizes:
+        writer.submit(
+            record(n + i, ALLOWED, callee=f"+1202555{n + i:04d}", ts=T0 + timedelta(seconds=n + i))
+            for i in range(size)
+        )
+        n += size
+        assert await writer.flush() == 2 * size
+    assert writer.written == 2 * n
+    ids = await store.fetchall("SELECT decision_id FROM decisions ORDER BY rowid")
+    assert [r[0] for r in ids] == [f"gw1-{i:08x}" for i in range(n)]
+    numbers = await store.fetchall("SELECT number, call_id FROM attempts ORDER BY id")
+    assert [tuple(r) for r in numbers] == [(f"+1202555{i:04d}", f"call-{i}") for i in range(n)]
 
 
 def test_trail_json_is_json_dumps_whatever_is_shared() -> None:
