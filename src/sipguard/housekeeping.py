@@ -2,7 +2,7 @@
 
 * At start, the frequency-cap counter is rebuilt from the store's `attempts` table over the
   longest period any cap of the config may count (attempts survive a restart).
-* Every minute the counter forgets attempts older than that.
+* Every second the counter forgets the attempts that have grown older than that.
 * At start and every hour, each national DNC list older than its safe-harbor limit is
   logged as a warning (`dnc.list_stale`).
 """
@@ -22,7 +22,7 @@ from sipguard.policy.rule_steps import all_caps
 from sipguard.store.db import Store
 from sipguard.store.writer import attempts_since
 
-PRUNE_EVERY = 60.0  # seconds
+PRUNE_EVERY = 1.0  # seconds: a prune then has about a second's expired attempts to drop
 STALE_EVERY = 3600.0
 
 
@@ -56,7 +56,7 @@ def warn_stale_lists(facts: Facts, config: Config, log: Any, now: datetime | Non
 async def run_housekeeping(counter: AttemptCounter, facts: Facts, config: Config, log: Any) -> (
     None
 ):
-    """Prune the counter every minute and warn about stale lists every hour, until cancelled
+    """Prune the counter every second and warn about stale lists every hour, until cancelled
     (the warning at start is the caller's: it comes before `sipguard.ready`)."""
     since_warning = 0.0
     while True:

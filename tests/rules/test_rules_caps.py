@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rules.helpers_rules import utc
 from sipguard.policy.caps import (
@@ -108,3 +110,57 @@ def test_florida_cap_not_before_it_was_law() -> None:
     for i in range(3):
         counter.record(MIAMI, "promo", str(i), then - (i + 1) * H)
     assert not check_caps(MIAMI, "promo", "telemarketing", (locate(MIAMI),), counter, then).blocked
+
+
+HORIZON = timedelta(hours=2)
+_attempts = st.lists(
+    st.tuples(st.sampled_from([MIAMI, NY, "+14155550100"]), st.integers(0, 4 * 3600)),
+    max_size=60,
+)
+
+
+def _model_count(recorded: list[tuple[str, datetime]], number: str, since: datetime) -> int:
+    return sum(1 for n, at in recorded if n == number and at >= since)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_attempts, st.lists(st.integers(0, 5 * 3600), max_size=8), st.booleans())
+def test_prune_forgets_only_what_expired(
+    attempts: list[tuple[str, int]], prunes: list[int], in_order: bool
+) -> None:
+    """Attempts recorded in any order, pruned at rising times: every count a cap can ask
+    for (since at most the horizon back) stays that of all attempts recorded; when they came
+    in time order, nothing older than the horizon is kept."""
+    if in_order:
+        attempts = sorted(attempts, key=lambda a: a[1])
+    counter = AttemptCounter(HORIZON)
+    recorded: list[tuple[str, datetime]] = []
+    prune_at = sorted(NOW + timedelta(seconds=s) for s in prunes)
+    for i, (number, offset) in enumerate(attempts):
+        at = NOW + timedelta(seconds=offset, microseconds=offset % 7 * 1000)
+        while prune_at and prune_at[0] <= at:
+            counter.prune(prune_at.pop(0))
+        assert counter.record(number, "promo", f"c{i}", at)
+        recorded.append((number, at))
+    last = max((at for _, at in recorded), default=NOW)
+    for t in (*prune_at, last + HORIZON + timedelta(seconds=2)):
+        counter.prune(t)
+        for number in (MIAMI, NY, "+14155550100"):
+            for back in (HORIZON, HORIZON / 2, timedelta(0)):
+                since = t - back
+                assert counter.count(number, since) == _model_count(recorded, number, since)
+        if in_order:
+            kept = sum(_model_count(recorded, n, t - HORIZON) for n in (MIAMI, NY, "+14155550100"))
+            assert len(counter) == kept
+    assert len(counter) == 0 and MIAMI not in counter
+
+
+def test_an_attempt_recorded_late_is_forgotten_after_those_recorded_before_it() -> None:
+    counter = AttemptCounter(HORIZON)
+    counter.record(NY, "promo", "new", NOW)
+    counter.record(MIAMI, "promo", "late", NOW - H)  # out of time order
+    counter.prune(NOW + HORIZON - H + timedelta(seconds=5))
+    assert counter.count(MIAMI, NOW - 2 * H) == 1  # NY's attempt, recorded first, has not expired
+    assert counter.count(MIAMI, NOW + HORIZON - H + timedelta(seconds=5) - HORIZON) == 0
+    counter.prune(NOW + HORIZON + timedelta(seconds=1))
+    assert len(counter) == 0
