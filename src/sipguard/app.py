@@ -256,8 +256,8 @@ def decision_sinks(
     def drain() -> None:
         records = pending.copy()
         pending.clear()
+        writer.submit(records)  # first: the store is the system of record
         decision_lines.write(records)
-        writer.submit(records)
 
     def emit(record: DecisionRecord) -> None:
         if not pending:

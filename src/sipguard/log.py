@@ -13,6 +13,7 @@ Setup order in `serve`: `configure_logging(config)`, then `decision_log(config)`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ import os
 import secrets
 import stat
 import sys
+import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
@@ -317,6 +319,58 @@ def open_log_file(path: Path) -> TextIO:
     return os.fdopen(fd, "a", buffering=1, encoding="utf-8")
 
 
+class GuardedStream:
+    """The log's stream, made so that a full disk or a closed pipe never stops a call: a
+    write or flush that fails drops its text, counts its lines and says so on stderr (at
+    most every `REPORT_EVERY` seconds). The decisions are still stored (the store is the
+    system of record, written apart)."""
+
+    REPORT_EVERY = 10.0
+
+    def __init__(
+        self,
+        stream: TextIO,
+        report: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stream = stream
+        self._report = report
+        self._clock = clock
+        self._reported_at: float | None = None
+        self.lost_lines = 0
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            self._lost(text.count("\n"), exc)
+            return 0
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            self._lost(0, exc)
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def _lost(self, lines: int, exc: OSError) -> None:
+        self.lost_lines += lines
+        now = self._clock()
+        if self._reported_at is not None and now - self._reported_at < self.REPORT_EVERY:
+            return
+        self._reported_at = now
+        report = self._report or sys.stderr
+        with contextlib.suppress(OSError, ValueError):  # stderr gone too: nothing left to say
+            report.write(
+                f"sipguard: the log cannot be written ({exc.strerror or exc}); "
+                f"{self.lost_lines} line(s) lost so far. Calls go on and their decisions "
+                "are still stored.\n"
+            )
+            report.flush()
+
+
 def configure_logging(config: Config, stream: TextIO | None = None) -> None:
     """structlog for `serve`: JSON or console lines to stdout or `[log] file`."""
     if stream is None:
@@ -335,7 +389,8 @@ def configure_logging(config: Config, stream: TextIO | None = None) -> None:
         renderer,
     ]
     level = logging.getLevelNamesMapping()[config.log.level.upper()]
-    writer = structlog.WriteLogger(stream)  # one writer (and lock) for every logger
+    # one writer (and lock) for every logger
+    writer = structlog.WriteLogger(GuardedStream(stream))  # type: ignore[arg-type]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),

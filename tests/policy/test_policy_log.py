@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import io
 import json
@@ -15,11 +16,13 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from sipguard.app import decision_sinks
 from sipguard.config import Config, LogConfig, StoreConfig
 from sipguard.log import (
     DECISION_FIELDS,
     PSEUDONYM_ENV,
     DecisionLog,
+    GuardedStream,
     Pseudonymizer,
     configure_logging,
     decision_event,
@@ -41,6 +44,8 @@ from sipguard.policy.model import (
 from sipguard.sip.message import Request
 from sipguard.sip.parser import parse_message
 from sipguard.sip.peer import Peer
+from sipguard.store.db import Store
+from sipguard.store.writer import RecordWriter
 
 CALLEE, CALLER = "+14155552671", "+12125550100"
 KEY = {PSEUDONYM_ENV: "test-key-0123456789"}
@@ -272,3 +277,48 @@ def test_decisions_written_together_reach_capture_logs_one_by_one(tmp_path: Path
     with capture_logs() as logs:
         decision_log(cfg, {}).write(records)
     assert [e["decision_id"] for e in logs] == [r.decision_id for r in records]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+async def test_a_log_that_cannot_be_written_loses_no_decision(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The decision log's disk is full: every decision is still stored, serving goes on,
+    and stderr says so once (not once per line)."""
+    cfg = config(tmp_path, file="/dev/full")
+    configure_logging(cfg)
+    store = await Store.open(tmp_path / "var" / "sipguard.db")
+    try:
+        writer = RecordWriter(store)
+        emit = decision_sinks(cfg, writer, asyncio.get_running_loop())
+        for i in range(3):
+            record = replace(decide_one(cfg, DecisionLog(None)), decision_id=f"gw-{i}")
+            emit(record)
+            await asyncio.sleep(0)  # each decision drained in a turn of its own
+        structlog.get_logger().warning("something.odd")  # any other event: no raise either
+        assert await writer.flush() == 3
+        rows = await store.fetchall("SELECT decision_id FROM decisions ORDER BY decision_id")
+        assert [r[0] for r in rows] == ["gw-0", "gw-1", "gw-2"]
+    finally:
+        await store.close()
+    err = capsys.readouterr().err
+    assert err.count("the log cannot be written (No space left on device)") == 1, err
+
+
+def test_guarded_stream_counts_lost_lines_and_reports_at_most_every_ten_seconds() -> None:
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    clock = iter([0.0, 5.0, 10.0])
+    report = io.StringIO()
+    stream = GuardedStream(Full(), report, clock=lambda: next(clock))
+    for text in ("a\n", "b\nc\n", "d\n"):
+        assert stream.write(text) == 0
+    assert stream.lost_lines == 4
+    assert report.getvalue().splitlines() == [
+        "sipguard: the log cannot be written (No space left on device); 1 line(s) lost so "
+        "far. Calls go on and their decisions are still stored.",
+        "sipguard: the log cannot be written (No space left on device); 4 line(s) lost so "
+        "far. Calls go on and their decisions are still stored.",
+    ]
