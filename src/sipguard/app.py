@@ -293,7 +293,7 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         # stale national lists are warned about now and hourly (run_housekeeping)
         counter = await rules.load_counter(store, config)
         rules.warn_stale_lists(index, config, log)
-        writer = RecordWriter(store)
+        writer = RecordWriter(store, log=log, on_loss=index.recording_lost)
         gate = Gate(config, index, emit=decision_sinks(config, writer, loop), counter=counter)
         warm_up(gate, config)
         # No cyclic garbage collection while serving. Under load ~30 s of calls are alive

@@ -177,7 +177,8 @@ class PolicyConfig:
         "Dial prefixes removed before normalisation (e.g. an outside-line '9').", factory=tuple
     )
     on_store_error: Literal["reject", "allow"] = doc(
-        "When the store cannot be read: 'reject' answers 503, 'allow' lets calls through.",
+        "When the store cannot be read, or cannot take decision records and they are being "
+        "lost: 'reject' answers 503, 'allow' lets calls through (flagged store-unavailable).",
         "reject",
     )
     block_response: BlockResponse = doc(
@@ -189,7 +190,7 @@ class PolicyConfig:
         "Numbers always allowed.", factory=lambda: ("911", "112", "999", "000")
     )
     retry_after: int = doc(
-        "Seconds in the Retry-After of the 503 a call gets when the store cannot be read "
+        "Seconds in the Retry-After of the 503 a call gets when the store is unavailable "
         "and on_store_error = 'reject' (RFC 3261 §21.5.4).",
         30,
     )

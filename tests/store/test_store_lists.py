@@ -150,6 +150,24 @@ async def test_unloaded_or_failed_index_raises_store_error() -> None:
         index.consents(A)
 
 
+async def test_lost_records_keep_the_index_failing_whatever_reads_do() -> None:
+    """Records being lost is a problem of its own: a successful read (the store watch
+    marks the index healthy every second) does not end it; only the writer does."""
+    index = Index()
+    index.mark_healthy()
+    index.recording_lost("decision records cannot be written (disk full); 3 lost")
+    index.mark_healthy()
+    assert index.healthy  # the lists are current ...
+    with pytest.raises(StoreError, match="disk full"):  # ... yet no call is decided on them
+        index.memberships(A)
+    index.mark_unhealthy("disk gone")
+    index.recording_lost(None)
+    with pytest.raises(StoreError, match="disk gone"):
+        index.memberships(A)
+    index.mark_healthy()
+    assert index.memberships(A) == ()
+
+
 async def test_watch_marks_unhealthy_when_the_store_breaks(store: Store) -> None:
 
     index = await store.load_index()

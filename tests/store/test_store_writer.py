@@ -6,9 +6,27 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
+import structlog
+from structlog.testing import capture_logs
+
+from sipguard.config import Config
+from sipguard.policy.gate import Gate
 from sipguard.policy.model import Action, Decision, DecisionRecord, Reason, Step
+from sipguard.sip.message import Request
+from sipguard.sip.parser import parse_message
+from sipguard.sip.peer import Peer
+from sipguard.sip.verdict import Allow, Block
 from sipguard.store.db import Store
-from sipguard.store.writer import CHUNK, KEPT, AttemptRow, RecordWriter, TrailJson, attempts_since
+from sipguard.store.sync import load_index
+from sipguard.store.writer import (
+    CHUNK,
+    KEPT,
+    REPORT_EVERY,
+    AttemptRow,
+    RecordWriter,
+    TrailJson,
+    attempts_since,
+)
 
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
 BLOCKED = Decision(Action.BLOCK, Reason.DNC_NATIONAL, "national-dnc",
@@ -64,6 +82,61 @@ async def test_a_failing_store_keeps_records_and_bounds_memory(store: Store) -> 
     assert writer.dropped == 2 and writer.pending == 8
     assert await writer.flush() == 0
     assert writer.last_error and writer.pending == 8
+
+
+def _invite(call: int) -> Request:
+    message = parse_message(
+        b"INVITE sip:2025550143@gw SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.0.5;branch=z9hG4bK1\r\n"
+        b"To: <sip:2025550143@gw>\r\nFrom: <sip:d@10.1.0.5>;tag=x\r\n"
+        b"Call-ID: w-%d@10.1.0.5\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n" % call)
+    assert isinstance(message, Request)
+    return message
+
+
+async def test_a_store_that_refuses_rows_is_said_and_calls_are_not_placed_unrecorded(
+    store: Store,
+) -> None:
+    """Every INSERT fails: the first failed flush is logged, then one line per
+    REPORT_EVERY, and the first lost row; from that loss new calls are store-unavailable
+    (503 under on_store_error = reject); when the store takes rows again, the rows kept
+    are written, it says so, and calls are decided again."""
+    index = await load_index(store)
+    gate = Gate(Config(), index, emit=lambda r: None, wall_clock=lambda: 1_780_000_000.0)
+    src = Peer("udp", "10.1.0.5", 5060)
+    assert isinstance(gate(_invite(1), src, 0.0), Allow)
+    clock = [0.0]
+    losses: list[str | None] = []
+
+    def on_loss(why: str | None) -> None:
+        losses.append(why)
+        index.recording_lost(why)
+
+    await store.db.execute("CREATE TRIGGER refuse BEFORE INSERT ON decisions "
+                           "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    with capture_logs() as logs:
+        writer = RecordWriter(store, batch=5, max_pending=8, log=structlog.get_logger(),
+                              on_loss=on_loss, clock=lambda: clock[0])
+        writer.submit(record(i) for i in range(4))
+        for clock[0] in (0.0, REPORT_EVERY / 2, REPORT_EVERY + 1):
+            assert await writer.flush() == 0
+        assert losses == [] and index.healthy and index.error is None
+        writer.submit(record(i) for i in range(4, 10))  # 10 rows wait, room for 8
+        assert writer.dropped == 2 and writer.pending == 8
+        assert losses and losses[0] and "disk says no" in losses[0]
+        refused = gate(_invite(2), src, 1.0)
+        assert isinstance(refused, Block) and refused.status == 503
+        await store.db.execute("DROP TRIGGER refuse")
+        clock[0] = 20.0
+        assert await writer.flush() == 8
+        assert isinstance(gate(_invite(3), src, 2.0), Allow)
+    assert losses[1:] == [None] and index.error is None
+    assert [e["event"] for e in logs] == [
+        "store.write_failed", "store.write_failed", "store.records_dropped",
+        "store.write_recovered",
+    ]
+    assert logs[1]["failing_s"] == REPORT_EVERY + 1 and logs[3]["dropped"] == 2
+    rows = await store.fetchall("SELECT decision_id FROM decisions ORDER BY decision_id")
+    assert [r[0] for r in rows] == [f"gw1-{i:08x}" for i in range(2, 10)]
 
 
 async def test_rows_of_decision_records(store: Store) -> None:

@@ -90,12 +90,16 @@ class _ListState:
         )
 
 
+_READ, _WRITE = "read", "write"
+
+
 class Index:
     """Lists and consents in memory; answers `Facts` questions in about a microsecond.
 
-    While `healthy` is false (never loaded, or the store failed to refresh), the Facts
-    methods raise `StoreError` so the policy answers `store-unavailable` instead of
-    deciding on data that may be stale.
+    While the store has a problem (never loaded, failed to refresh, or its decision records
+    cannot be written and are being lost), the Facts methods raise `StoreError` so the
+    policy answers `store-unavailable` (as `on_store_error` says) instead of deciding on
+    data that may be stale, or placing calls that leave no record.
     """
 
     def __init__(self) -> None:
@@ -108,7 +112,8 @@ class Index:
         self._overlaid: set[str] = set()
         self._consents: dict[str, tuple[Consent, ...]] = {}
         self.seq = 0  # last change-log sequence applied
-        self.error: str | None = "store not loaded"
+        self._problems: dict[str, str] = {_READ: "store not loaded"}  # by side, read/write
+        self.error: str | None = "store not loaded"  # the first problem: asked per call
 
     # -- Facts -------------------------------------------------------------------------
 
@@ -141,13 +146,25 @@ class Index:
 
     @property
     def healthy(self) -> bool:
-        return self.error is None
+        """Whether the lists and consents are the store's, as last read."""
+        return _READ not in self._problems
 
     def mark_unhealthy(self, why: str) -> None:
-        self.error = why
+        self._problem(_READ, why)
 
     def mark_healthy(self) -> None:
-        self.error = None
+        self._problem(_READ, None)
+
+    def recording_lost(self, why: str | None) -> None:
+        """Decision records are being lost (`why`), or no longer (None)."""
+        self._problem(_WRITE, why)
+
+    def _problem(self, side: str, why: str | None) -> None:
+        if why is None:
+            self._problems.pop(side, None)
+        else:
+            self._problems[side] = why
+        self.error = next(iter(self._problems.values()), None)
 
     # -- introspection -----------------------------------------------------------------
 

@@ -8,6 +8,13 @@ flush one transaction in which each table gets its rows `CHUNK` at a time, in mu
 INSERTs. If the store fails, rows stay queued and are retried; beyond `max_pending` the
 oldest are dropped and counted rather than letting memory grow without bound or blocking
 a call.
+
+Nothing of that is silent: the first failed flush logs `store.write_failed` (again every
+`REPORT_EVERY` seconds while it lasts, with what waits and what was lost), the first lost
+row `store.records_dropped`, and the flush that works again `store.write_recovered`.
+`on_loss(why)` is told when rows start being lost and `on_loss(None)` when the store takes
+them again: the app makes new calls `store-unavailable` in between (a call placed then
+would leave no record; `on_store_error` says whether it is refused or flagged).
 """
 
 from __future__ import annotations
@@ -15,13 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from itertools import chain
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import structlog
 
 from sipguard.errors import StoreError
 from sipguard.policy.model import Action, Decision, DecisionRecord, Step
@@ -52,6 +62,7 @@ KEPT = 4096  # trails and steps kept by TrailJson, each
 # row; one step per CHUNK rows does it once. 64 x 10 parameters stays far below SQLite's
 # 32,766 (SQLITE_MAX_VARIABLE_NUMBER since 3.32).
 CHUNK = 64
+REPORT_EVERY = 10.0  # seconds between store.write_failed lines while the store stays down
 T = TypeVar("T")
 
 
@@ -115,6 +126,9 @@ class RecordWriter:
         interval: float = 0.1,
         batch: int = 1000,
         max_pending: int = 200_000,
+        log: Any = None,
+        on_loss: Callable[[str | None], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.interval = interval
@@ -126,6 +140,12 @@ class RecordWriter:
         self._pending: deque[Row] = deque()
         self._wake: asyncio.Event | None = None
         self._trail_json = TrailJson()
+        self._log = log if log is not None else structlog.get_logger("sipguard.store")
+        self._on_loss = on_loss
+        self._clock = clock
+        self._failing_since: float | None = None
+        self._reported_at = 0.0
+        self._losing = False
 
     def submit(self, records: Iterable[DecisionRecord]) -> None:
         """Queue the rows of these decisions (from the event loop thread; never awaits).
@@ -144,9 +164,7 @@ class RecordWriter:
             if decision.action is not Action.BLOCK and callee is not None:  # placed
                 pending.append((_ATTEMPTS, (callee, record.campaign, ts, record.call_id)))
         if len(pending) > self.max_pending:
-            for _ in range(len(pending) - self.max_pending):
-                pending.popleft()
-                self.dropped += 1
+            self._drop_oldest()
         if len(pending) >= self.batch and self._wake is not None:
             self._wake.set()
 
@@ -179,16 +197,51 @@ class RecordWriter:
             try:
                 await self._write(taken)
             except StoreError as exc:
-                self.last_error = str(exc)
                 self._pending.extendleft(reversed(taken))  # keep order, retry next round
-                while len(self._pending) > self.max_pending:
-                    self._pending.popleft()
-                    self.dropped += 1
+                self._failed(str(exc))
+                if len(self._pending) > self.max_pending:
+                    self._drop_oldest()
                 return written
             written += len(taken)
             self.last_error = None
         self.written += written
+        if self._failing_since is not None or self._losing:
+            self._recovered(written)
         return written
+
+    def _failed(self, error: str) -> None:
+        self.last_error = error
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._reported_at < REPORT_EVERY:
+            return
+        self._reported_at = now
+        self._log.warning("store.write_failed", detail=error, pending=len(self._pending),
+                          dropped=self.dropped, failing_s=round(now - self._failing_since, 1))
+
+    def _recovered(self, written: int) -> None:
+        since, self._failing_since = self._failing_since, None
+        self._log.info("store.write_recovered", written=written, dropped=self.dropped,
+                       failed_s=None if since is None else round(self._clock() - since, 1))
+        if self._losing:
+            self._losing = False
+            if self._on_loss is not None:
+                self._on_loss(None)
+
+    def _drop_oldest(self) -> None:
+        """Make room: the oldest rows go, counted; the first loss is said and signalled."""
+        pending = self._pending
+        for _ in range(len(pending) - self.max_pending):
+            pending.popleft()
+            self.dropped += 1
+        if not self._losing:
+            self._losing = True
+            why = (f"decision records cannot be written ({self.last_error or 'store too slow'})"
+                   f"; {self.dropped} lost")
+            self._log.error("store.records_dropped", detail=why, pending=len(pending))
+            if self._on_loss is not None:
+                self._on_loss(why)
 
     async def _write(self, rows: list[Row]) -> None:
         by_table: dict[_Table, list[Params]] = {}
