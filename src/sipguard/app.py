@@ -20,9 +20,10 @@ import phonenumbers
 import structlog
 
 from sipguard import housekeeping as rules
-from sipguard.config import Config
+from sipguard.config import Config, split_host_port
 from sipguard.errors import ConfigError
-from sipguard.log import configure_logging, decision_log
+from sipguard.log import configure_logging, decision_log, log_lines_lost
+from sipguard.metrics import DecisionTally, Sources, serve_metrics
 from sipguard.overload import (
     Ended,
     Marks,
@@ -240,7 +241,8 @@ class Gateway:
 
 
 def decision_sinks(
-    config: Config, writer: RecordWriter, loop: asyncio.AbstractEventLoop
+    config: Config, writer: RecordWriter, loop: asyncio.AbstractEventLoop,
+    tally: DecisionTally | None = None,
 ) -> Callable[[DecisionRecord], None]:
     """Where each decision goes: the JSON log line, the decisions table, and (for calls
     that were placed) the attempts table that frequency caps count.
@@ -248,7 +250,8 @@ def decision_sinks(
     The gate hands records over while the INVITE is still being processed; writing them
     is deferred to the next loop turn, so the INVITE leaves for the trunk (or the 603 for
     the dialer) before the log line is formatted. The records of one turn go to each sink
-    together: one write of their log lines, one pass queueing their rows.
+    together: one write of their log lines, one pass queueing their rows (and, with
+    `[metrics]`, one pass counting them).
     """
     decision_lines = decision_log(config)
     pending: list[DecisionRecord] = []
@@ -258,6 +261,8 @@ def decision_sinks(
         pending.clear()
         writer.submit(records)  # first: the store is the system of record
         decision_lines.write(records)
+        if tally is not None:
+            tally.add(records)
 
     def emit(record: DecisionRecord) -> None:
         if not pending:
@@ -294,7 +299,9 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         counter = await rules.load_counter(store, config)
         rules.warn_stale_lists(index, config, log)
         writer = RecordWriter(store, log=log, on_loss=index.recording_lost)
-        gate = Gate(config, index, emit=decision_sinks(config, writer, loop), counter=counter)
+        tally = DecisionTally() if config.metrics.listen else None
+        gate = Gate(config, index, emit=decision_sinks(config, writer, loop, tally),
+                    counter=counter)
         warm_up(gate, config)
         # No cyclic garbage collection while serving. Under load ~30 s of calls are alive
         # at once (transactions wait out timers J, L and M): a million objects and more,
@@ -308,6 +315,18 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
             gc.disable()
             stack.callback(gc.enable)
         gateway = Gateway(config, gate, gate.decided)
+        if tally is not None:  # first: a port it cannot have stops serve before SIP starts
+            stack.callback(start_metrics(config, Sources(
+                decisions=tally,
+                transactions=lambda: gateway.driver.core.transaction_count
+                if gateway.driver is not None else 0,
+                overloaded=lambda: None if gateway.guard is None else gateway.guard.overloaded,
+                calls_shed=lambda: 0 if gateway.guard is None else gateway.guard.shed_total,
+                store_rows=lambda: (writer.written, writer.pending, writer.dropped),
+                store_error=lambda: index.error,
+                list_sizes=lambda: [(i.name, index.list_size(i.name)) for i in index.lists()],
+                log_lines_lost=log_lines_lost,
+            )))
         await gateway.start()
         stack.callback(gateway.close)
         control = socket_path(config)
@@ -333,6 +352,18 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     log.info("sipguard.stopped")
+
+
+def start_metrics(config: Config, sources: Sources) -> Callable[[], None]:
+    """The Prometheus endpoint of `[metrics] listen`; returns what stops it."""
+    host, port = split_host_port("metrics.listen", config.metrics.listen)
+    try:
+        stop = serve_metrics(host, port, sources)
+    except OSError as exc:
+        raise ConfigError("metrics.listen", f"cannot listen on {config.metrics.listen!r}: "
+                                            f"{exc.strerror or exc}") from None
+    log.info("metrics.listening", listen=config.metrics.listen)
+    return stop
 
 
 def _store_problem(message: str) -> None:

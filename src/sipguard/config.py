@@ -279,7 +279,8 @@ class LogConfig:
 
 @dataclass(frozen=True, slots=True)
 class MqttConfig:
-    enabled: bool = doc("Publish decisions and accept control messages over MQTT.", False)
+    enabled: bool = doc("Publish decisions and accept control messages over MQTT (not built "
+                        "yet: true is refused, never silently ignored).", False)
     url: str = doc("Broker URL, mqtt://HOST:PORT.", "mqtt://127.0.0.1:1883")
     topic_prefix: str = doc("Prefix of every topic.", "sipguard")
     username: str = doc("Broker user; the password comes from SIPGUARD_MQTT_PASSWORD.", "")
@@ -287,7 +288,8 @@ class MqttConfig:
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    listen: str = doc("Prometheus endpoint HOST:PORT; empty disables it.", "")
+    listen: str = doc("Prometheus endpoint HOST:PORT (metrics at /metrics, README \"Metrics\"); "
+                      "empty disables it.", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,6 +500,13 @@ def validate(config: Config) -> None:
         raise ConfigError("campaigns.default", "is required (it applies when no campaign is named)")
     _validate_policy(config.policy)
     _validate_overload(config.overload)
+    if config.metrics.listen:
+        split_host_port("metrics.listen", config.metrics.listen)
+    if config.mqtt.enabled:
+        raise ConfigError("mqtt.enabled", "the MQTT bus is not built into this sipguard yet: "
+                          "no decision would be published and no opt-out or consent sent "
+                          "on the control topics would be applied; set it to false (the CLI "
+                          "and its control socket take list and consent changes)")
     for name, campaign in config.campaigns.items():
         _validate_campaign(f"campaigns.{name}", campaign, config.policy.default_region)
 

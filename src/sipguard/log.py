@@ -371,11 +371,19 @@ class GuardedStream:
             report.flush()
 
 
+_guarded: GuardedStream | None = None
+
+
+def log_lines_lost() -> int:
+    """Lines the configured log could not write since start (for metrics)."""
+    return 0 if _guarded is None else _guarded.lost_lines
+
+
 def configure_logging(config: Config, stream: TextIO | None = None) -> None:
     """structlog for `serve`: JSON or console lines to stdout or `[log] file`."""
     if stream is None:
         stream = open_log_file(config.resolve(config.log.file)) if config.log.file else sys.stdout
-    global _direct  # noqa: PLW0603 (structlog's configuration is process state too)
+    global _direct, _guarded  # noqa: PLW0603 (structlog's configuration is process state too)
     renderer: Any
     json_lines = config.log.format != "console"
     if json_lines:
@@ -390,7 +398,8 @@ def configure_logging(config: Config, stream: TextIO | None = None) -> None:
     ]
     level = logging.getLevelNamesMapping()[config.log.level.upper()]
     # one writer (and lock) for every logger
-    writer = structlog.WriteLogger(GuardedStream(stream))  # type: ignore[arg-type]
+    _guarded = GuardedStream(stream)
+    writer = structlog.WriteLogger(_guarded)  # type: ignore[arg-type]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
