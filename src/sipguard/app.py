@@ -22,7 +22,7 @@ import structlog
 from sipguard import housekeeping as rules
 from sipguard.config import Config, split_host_port
 from sipguard.errors import ConfigError
-from sipguard.log import configure_logging, decision_log, log_lines_lost
+from sipguard.log import configure_logging, decision_log, log_lines_lost, reopen_log_file
 from sipguard.metrics import DecisionTally, Sources, serve_metrics
 from sipguard.overload import (
     Ended,
@@ -290,6 +290,9 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     configure_logging(config)
+    # SIGHUP would end the process (its default): it reopens the log file instead, as
+    # logrotate's postrotate (or an operator used to other daemons) expects.
+    loop.add_signal_handler(signal.SIGHUP, _reopen_log, config)
     async with AsyncExitStack() as stack:
         store = await Store.open(store_path(config))
         stack.push_async_callback(store.close)
@@ -364,6 +367,14 @@ def start_metrics(config: Config, sources: Sources) -> Callable[[], None]:
                                             f"{exc.strerror or exc}") from None
     log.info("metrics.listening", listen=config.metrics.listen)
     return stop
+
+
+def _reopen_log(config: Config) -> None:
+    if reopen_log_file(config):
+        log.info("log.reopened", file=config.log.file)
+    elif config.log.file:
+        log.warning("log.reopen_failed", file=config.log.file,
+                    detail="cannot open it; still writing to the file open before")
 
 
 def _store_problem(message: str) -> None:

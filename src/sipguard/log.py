@@ -355,6 +355,11 @@ class GuardedStream:
     def isatty(self) -> bool:
         return self._stream.isatty()
 
+    def swap(self, stream: TextIO) -> TextIO:
+        """Write to `stream` from now on; returns the previous one (for the caller to close)."""
+        old, self._stream = self._stream, stream
+        return old
+
     def _lost(self, lines: int, exc: OSError) -> None:
         self.lost_lines += lines
         now = self._clock()
@@ -377,6 +382,21 @@ _guarded: GuardedStream | None = None
 def log_lines_lost() -> int:
     """Lines the configured log could not write since start (for metrics)."""
     return 0 if _guarded is None else _guarded.lost_lines
+
+
+def reopen_log_file(config: Config) -> bool:
+    """Start writing `[log] file` anew, at its path (SIGHUP, after logrotate moved it away);
+    False when the log goes to stdout or the file cannot be opened (the old one stays)."""
+    if _guarded is None or not config.log.file:
+        return False
+    try:
+        fresh = open_log_file(config.resolve(config.log.file))
+    except OSError:
+        return False
+    old = _guarded.swap(fresh)
+    with contextlib.suppress(OSError):
+        old.close()
+    return True
 
 
 def configure_logging(config: Config, stream: TextIO | None = None) -> None:
