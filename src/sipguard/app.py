@@ -52,7 +52,7 @@ from sipguard.store.db import Store
 from sipguard.store.session import socket_path, store_path
 from sipguard.store.sync import load_index, sync_now, watch
 from sipguard.store.writer import RecordWriter
-from sipguard.transport.backlog import BacklogSampler, QueueProbe, StreamBacklog
+from sipguard.transport.backlog import BacklogSampler, QueueProbe
 from sipguard.transport.driver import CoreDriver
 from sipguard.transport.tcp import TcpPool
 from sipguard.transport.udp import open_udp
@@ -216,21 +216,20 @@ class Gateway:
                 server = await pool.listen(address.host, address.port)
                 self._closers.append(server.close)
         self._closers.append(driver.close)
-        if self.guard is not None and (probes or any(a.transport == "tcp" for a in addresses)):
-            self._watch_backlog(loop, probes, StreamBacklog(pool.fds), self.guard)
+        if self.guard is not None and probes:
+            self._watch_backlog(loop, probes, self.guard)
         log.info("sipguard.listening", listen=list(sip.listen),
                  trunks=[str(t.peer) for t in core.settings.trunks])
 
     def _watch_backlog(
-        self, loop: asyncio.AbstractEventLoop, probes: list[QueueProbe],
-        streams: StreamBacklog, guard: OverloadGuard,
+        self, loop: asyncio.AbstractEventLoop, probes: list[QueueProbe], guard: OverloadGuard
     ) -> None:
         def unmeasurable() -> None:
             log.warning("overload.unmeasurable", detail="the UDP receive queue cannot be read "
                         "here (SO_MEMINFO / SIOCGSTAMP are Linux-only): no overload protection")
 
         sampler = BacklogSampler(probes, guard, loop, self.config.overload.sample_interval,
-                                 log_overload, unmeasurable, streams=streams)
+                                 log_overload, unmeasurable)
         self.sampler = sampler
         sampler.start()
         self._closers.append(sampler.close)  # closed first: before the sockets it reads

@@ -295,8 +295,7 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 class OverloadConfig:
     enabled: bool = doc(
-        "Answer new calls 503 + Retry-After while the UDP receive queues or the TCP "
-        "connections hold a backlog, so "
+        "Answer new calls 503 + Retry-After while the UDP receive queue holds a backlog, so "
         "that calls in progress finish and the gateway recovers (RFC 6357). In-dialog "
         "requests, ACK, CANCEL, responses, an INVITE re-sent after a 401/407 challenge "
         "and emergency numbers are never shed.",

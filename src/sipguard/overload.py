@@ -1,17 +1,14 @@
 """Overload protection: while sipguard falls behind, new calls get 503 + Retry-After.
 
 Sans-IO, like the core: readings and the clock come in, state changes come out. The
-transport edge (`transport/backlog.py`) samples the UDP receive queues (and the TCP
-connections) on a timer and hands each `Reading` to `OverloadGuard.observe`; `Shedder`
-is the core's admission hook.
+transport edge (`transport/backlog.py`) samples the UDP receive queues on a timer and
+hands each `Reading` to `OverloadGuard.observe`; `Shedder` is the core's admission hook.
 
-Why the receive queue, not the event loop's lag: under overload the UDP backlog waits in
-the kernel's socket buffer, and the loop reads it in batches while its timers stay nearly
-on time. (TCP is the other way round, which is why its reading is the loop's lateness:
-see `transport/backlog.py`.) How long the datagrams just read had waited in that queue
-is what a dialer and a trunk feel: past RFC 3261's T1 (0.5 s) round trips, they
-retransmit, which multiplies the load (RFC 6357 §2: the collapse an overload control must
-prevent).
+Why the receive queue, not the event loop's lag: under overload the backlog waits in the
+kernel's socket buffer, and the loop reads it in batches while its timers stay nearly on
+time. How long the datagrams just read had waited in that queue is what a dialer and a
+trunk feel: past RFC 3261's T1 (0.5 s) round trips, they retransmit, which multiplies
+the load (RFC 6357 §2: the collapse an overload control must prevent).
 
 States and inputs (one reading every `sample_interval`; f = fraction of new calls shed):
 
@@ -67,11 +64,9 @@ FALL = 1.0  # per second while readings are low: from all to none in 1 s
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """One sample of the receive queues (the worst socket's, when several)."""
+    """One sample of the UDP receive queues (the worst socket's, when several)."""
 
-    # seconds the last datagram read had waited in the kernel (TCP: how late the loop came
-    # round, while it stays behind its unread bytes); 0 when none queued
-    delay: float
+    delay: float  # seconds the last datagram read had waited in the kernel; 0 when none queued
     queued: int  # bytes in the receive queue (kernel accounting: ~2.3 KiB per small datagram)
     fill: float  # queued / the socket's receive buffer size, 0..1
     drops: int  # datagrams the kernel dropped for a full buffer, since the socket opened

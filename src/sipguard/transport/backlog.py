@@ -1,5 +1,4 @@
-"""Measures the receive backlog (UDP sockets, TCP connections) on a timer and feeds
-`overload.OverloadGuard`.
+"""Measures the UDP receive backlog on a timer and feeds `overload.OverloadGuard`.
 
 Two kernel facts per socket, both Linux, both read between batches of datagrams (never per
 datagram, so the hot path pays nothing):
@@ -22,13 +21,6 @@ last sample (the arrival time moved since then); with an empty queue it is 0; wi
 since the last sample (the loop was blocked, or a datagram just arrived on an idle socket)
 the previous value stands. Where neither call works (not Linux), `QueueProbe.read` returns
 None and the gateway says once that it cannot measure its backlog.
-
-TCP gives no arrival time per byte, and libuv reads a readable connection to the end (up
-to 32 x 64 KiB) in one loop turn, so what a TCP message waits is about how late the loop
-came round to it. The sampler knows that much of itself: how late its own timer fired.
-`StreamBacklog` counts that lateness as a TCP queue delay only when TCP bytes sat unread
-(`ioctl(FIONREAD)`) at two samples in a row with the loop late at both: one stall, or a
-message that came in at its end, is not a backlog; a loop that stays behind is.
 """
 
 from __future__ import annotations
@@ -37,9 +29,8 @@ import asyncio
 import fcntl
 import socket
 import struct
-import termios
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from sipguard.overload import OverloadGuard, Reading, Transition
 
@@ -95,41 +86,12 @@ class QueueProbe:
         return float(sec) + float(usec) / 1e6
 
 
-class StreamBacklog:
-    """The backlog of the TCP connections, from the loop's lateness (module docstring)."""
-
-    __slots__ = ("_behind", "fds")
-
-    def __init__(self, fds: Callable[[], Iterable[int]]) -> None:
-        self.fds = fds  # the open connections' file descriptors, asked at each sample
-        self._behind = False  # at the last sample: late, with TCP bytes unread
-
-    def read(self, late: float, floor: float) -> Reading | None:
-        """A reading when TCP bytes wait unread; `late`: how late this sample came, counted
-        as their delay when the previous sample too found bytes waiting and the loop at
-        least `floor` late."""
-        queued = sum(unread_bytes(fd) for fd in self.fds())
-        behind = queued > 0 and late >= floor
-        confirmed, self._behind = behind and self._behind, behind
-        if not queued:
-            return None
-        return Reading(late if confirmed else 0.0, queued, 0.0, 0)
-
-
-def unread_bytes(fd: int) -> int:
-    """Bytes received on a stream socket and not read yet (0 when it cannot be asked)."""
-    try:
-        return int(struct.unpack("@i", fcntl.ioctl(fd, termios.FIONREAD, bytes(4)))[0])
-    except OSError:
-        return 0
-
-
 def worst(readings: Sequence[Reading]) -> Reading:
-    """Several sockets: the longest delay, the fullest queue, all drops (none: no backlog)."""
+    """Several sockets: the longest delay, the fullest queue, all drops."""
     return Reading(
-        max((r.delay for r in readings), default=0.0),
-        max((r.queued for r in readings), default=0),
-        max((r.fill for r in readings), default=0.0),
+        max(r.delay for r in readings),
+        max(r.queued for r in readings),
+        max(r.fill for r in readings),
         sum(r.drops for r in readings),
     )
 
@@ -146,7 +108,6 @@ class BacklogSampler:
         on_transition: Callable[[Transition], None],
         on_unmeasurable: Callable[[], None],
         wall_clock: Callable[[], float] = time.time,
-        streams: StreamBacklog | None = None,
     ) -> None:
         self.probes = tuple(probes)
         self.guard = guard
@@ -155,34 +116,24 @@ class BacklogSampler:
         self.on_transition = on_transition
         self.on_unmeasurable = on_unmeasurable
         self.wall_clock = wall_clock
-        self.streams = streams
         self.last: Reading | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._due = 0.0
 
     def start(self) -> None:
-        self._due = self.loop.time()
         self._timer = self.loop.call_later(0, self._tick)
 
     def _tick(self) -> None:
-        wall, now = self.wall_clock(), self.loop.time()
+        wall = self.wall_clock()
         readings = [r for p in self.probes if (r := p.read(wall)) is not None]
-        if len(readings) < len(self.probes):
+        if len(readings) < len(self.probes) or not readings:
             self._timer = None
             self.on_unmeasurable()
             return
-        if self.streams is not None:
-            # "Late" starts above what a busy but keeping-up loop shows (one turn of work).
-            late = now - self._due
-            stream = self.streams.read(late, self.guard.marks.max_delay / 2)
-            if stream is not None:
-                readings.append(stream)
-        reading = worst(readings) if len(readings) != 1 else readings[0]
+        reading = readings[0] if len(readings) == 1 else worst(readings)
         self.last = reading
-        change = self.guard.observe(reading, now)
+        change = self.guard.observe(reading, self.loop.time())
         if change is not None:
             self.on_transition(change)
-        self._due = now + self.interval
         self._timer = self.loop.call_later(self.interval, self._tick)
 
     def close(self) -> None:

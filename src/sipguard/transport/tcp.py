@@ -22,7 +22,6 @@ class TcpConnection(asyncio.Protocol):
         self.framer = StreamFramer(pool.limits)
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
-        self.fd = -1  # the socket's, for the backlog probe (transport/backlog.py)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
@@ -31,7 +30,6 @@ class TcpConnection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.fd = sock.fileno()
         self.pool.connections[self.peer] = self
 
     def data_received(self, data: bytes) -> None:
@@ -66,10 +64,6 @@ class TcpPool:
         self.connections: dict[Peer, TcpConnection] = {}
         self._pending: dict[Peer, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-
-    def fds(self) -> list[int]:
-        """The open connections' file descriptors."""
-        return [conn.fd for conn in self.connections.values() if conn.fd >= 0]
 
     def send(self, peer: Peer, data: bytes) -> None:
         conn = self.connections.get(peer)
