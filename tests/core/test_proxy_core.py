@@ -281,6 +281,25 @@ def test_all_trunks_failing_gives_the_dialer_a_final_error() -> None:
     assert finals == [503]
 
 
+def test_a_transport_error_concerns_only_its_peers_transactions() -> None:
+    """A call ringing on trunk 1 is untouched by trunk 2's transport error, fails over to
+    trunk 2 on trunk 1's, and once timers run out nothing is left (by peer either)."""
+    pair = Pair()
+    fwd = pair.feed(DIALER, invite())[TRUNK1][0]
+    assert isinstance(fwd, Request)
+    pair.feed(TRUNK1, response_to(fwd, 180, "Ringing"))
+    pair.core.transport_error(TRUNK2, pair.now)
+    assert pair.collect() == {}
+    pair.core.transport_error(TRUNK1, pair.now)
+    out = pair.collect()
+    assert [m.method for m in out[TRUNK2] if isinstance(m, Request)] == ["INVITE"]
+    second = out[TRUNK2][0]
+    assert isinstance(second, Request)
+    pair.feed(TRUNK2, response_to(second, 486, "Busy Here"))
+    pair.advance(40.0)
+    assert pair.core.transaction_count == 0 and pair.core._client_by_peer == {}
+
+
 def test_last_503_becomes_500() -> None:
     pair = Pair()
     fwd = pair.feed(DIALER, invite())[TRUNK1][0]

@@ -172,6 +172,10 @@ class ProxyCore:
         self._events: list[TransactionDone | Problem] = []
         self._server: dict[str, ServerTransaction] = {}
         self._client: dict[str, ClientTransaction] = {}
+        # The same, by peer: a transport error concerns one peer's transactions, and with
+        # one dict to search a refused TCP connect cost ~1 ms per error with 30,000 calls
+        # under way (once per new call while a TCP trunk refuses: enough to stall the loop).
+        self._client_by_peer: dict[Peer, dict[str, ClientTransaction]] = {}
         self._contexts: dict[str, _Context] = {}  # by server and by client key
         self._trunk_peers = {(t.peer.host, t.peer.port) for t in settings.trunks}
         self._trunk_hosts = {t.peer.host for t in settings.trunks}
@@ -237,8 +241,8 @@ class ProxyCore:
     def transport_error(self, peer: Peer, now: float) -> None:
         """Sending to `peer` failed (TCP connect refused or reset, ICMP error)."""
         self._problem("transport-error", "send failed", peer)
-        for tx in list(self._client.values()):
-            if tx.peer == peer and tx.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+        for tx in list(self._client_by_peer.get(peer, {}).values()):
+            if tx.state in (State.CALLING, State.TRYING, State.PROCEEDING):
                 tx.handle(Event.TRANSPORT_ERROR, now)
 
     # ---- requests ------------------------------------------------------------------------
@@ -421,7 +425,7 @@ class ProxyCore:
             client = NonInviteClientTransaction(ckey, fwd, peer, self, self.settings.timers, now)
         ctx.client = client
         ctx.trunk_index = trunk
-        self._client[ckey] = client
+        self._add_client(client)
         self._contexts[ckey] = ctx
         if trunk >= 0 and req.method == "INVITE" and initial:
             # A live trunk answers 100 Trying within 200 ms (§16.2); silence means it is
@@ -533,7 +537,7 @@ class ProxyCore:
         cancel = Request(tuple(headers), b"", "CANCEL", invite.uri)
         ckey = f"{invite.top_via.branch}|CANCEL"
         tx = NonInviteClientTransaction(ckey, cancel, client.peer, self, self.settings.timers, now)
-        self._client[ckey] = tx
+        self._add_client(tx)
         tx.start(now)
         # If the trunk never answers the INVITE after our CANCEL, stop waiting (§16.10).
         self.schedule(now + self.settings.timers.b, lambda t: self._cancel_expired(ctx, t))
@@ -627,6 +631,16 @@ class ProxyCore:
         else:
             self._client.pop(tx.key, None)
             self._contexts.pop(tx.key, None)
+            of_peer = self._client_by_peer.get(tx.peer)
+            if of_peer is not None and of_peer.pop(tx.key, None) is not None and not of_peer:
+                del self._client_by_peer[tx.peer]
+
+    def _add_client(self, tx: ClientTransaction) -> None:
+        self._client[tx.key] = tx
+        of_peer = self._client_by_peer.get(tx.peer)
+        if of_peer is None:
+            of_peer = self._client_by_peer[tx.peer] = {}
+        of_peer[tx.key] = tx
 
     # ---- helpers -------------------------------------------------------------------------
 
