@@ -42,7 +42,7 @@ from sipguard.policy.windows import warm_holidays
 from sipguard.sip.message import Request
 from sipguard.sip.parser import Limits
 from sipguard.sip.peer import Peer, Transport
-from sipguard.sip.proxy import Problem, ProxyCore, ProxySettings, TransactionDone
+from sipguard.sip.proxy import CoreEvent, Problem, ProxyCore, ProxySettings, TrunkState
 from sipguard.sip.routing import Identity, Trunk
 from sipguard.sip.timers import TimerValues
 from sipguard.sip.uri import parse_trunk_uri
@@ -114,6 +114,7 @@ def proxy_settings(config: Config) -> ProxySettings:
         dialer_allowed=dialer_matcher(config),
         record_route=sip.record_route,
         failover_timeout=sip.failover_timeout,
+        trunk_retry=sip.trunk_retry,
         timer_c=sip.timer_c,
         timers=TimerValues(sip.timer_t1, sip.timer_t2, sip.timer_t4),
         limits=Limits(sip.max_message_size, sip.max_headers, sip.max_line_length),
@@ -121,10 +122,15 @@ def proxy_settings(config: Config) -> ProxySettings:
     )
 
 
-def log_core_event(event: TransactionDone | Problem) -> None:
+def log_core_event(event: CoreEvent) -> None:
     if isinstance(event, Problem):
         log.warning("sip.problem", kind=event.kind, detail=event.detail,
                     peer=str(event.peer) if event.peer else None)
+    elif isinstance(event, TrunkState):
+        if event.up:
+            log.info("trunk.up", trunk=str(event.peer), detail=event.detail)
+        else:
+            log.warning("trunk.down", trunk=str(event.peer), detail=event.detail)
     else:
         log.debug("sip.transaction", method=event.method, call_id=event.call_id,
                   status=event.status, peer=str(event.source),

@@ -93,6 +93,13 @@ class SipConfig:
         "(a trunk's silence is treated like a transport error, as SBCs do).",
         2.0,
     )
+    trunk_retry: float = doc(
+        "Seconds a trunk that failed (transport error, or silence for failover_timeout) is "
+        "tried after the other trunks, so that calls do not each wait on it; the first "
+        "call after that tries it first again, and its first answer restores it "
+        "(logged as trunk.down / trunk.up). 0: always in the configured order.",
+        30.0,
+    )
     max_message_size: int = doc("Largest SIP message accepted, in bytes (413/513 above).", 65535)
     max_headers: int = doc("Most header fields accepted in one message (400 above).", 256)
     max_line_length: int = doc("Longest header line accepted, in bytes (400 above).", 8192)
@@ -496,6 +503,8 @@ def validate(config: Config) -> None:
         raise ConfigError("sip.timer_c", "must be greater than 180 seconds (RFC 3261 §16.6)")
     if config.sip.failover_timeout <= 0:
         raise ConfigError("sip.failover_timeout", "must be positive")
+    if config.sip.trunk_retry < 0:
+        raise ConfigError("sip.trunk_retry", "must not be negative")
     if "default" not in config.campaigns:
         raise ConfigError("campaigns.default", "is required (it applies when no campaign is named)")
     _validate_policy(config.policy)

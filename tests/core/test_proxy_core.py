@@ -10,7 +10,7 @@ import pytest
 from sipguard.sip.message import Header, Request, Response
 from sipguard.sip.parser import parse_message
 from sipguard.sip.peer import Peer
-from sipguard.sip.proxy import Problem, ProxyCore, ProxySettings, TransactionDone
+from sipguard.sip.proxy import Problem, ProxyCore, ProxySettings, TransactionDone, TrunkState
 from sipguard.sip.routing import Identity, Trunk, retarget
 from sipguard.sip.uri import parse_trunk_uri
 from sipguard.sip.verdict import AdmissionHook, Allow, Block, Verdict
@@ -49,6 +49,7 @@ class Pair:
         self.core = ProxyCore(settings, decide, admit)
         self.now = 100.0
         self.problems: list[Problem] = []
+        self.trunk_states: list[TrunkState] = []
 
     def feed(self, source: Peer, text: str | bytes) -> dict[Peer, list[Request | Response]]:
         data = text if isinstance(text, bytes) else text.replace("\n", "\r\n").encode()
@@ -69,7 +70,9 @@ class Pair:
             msg = parse_message(data, stream=peer.transport == "tcp")
             assert isinstance(msg, Request | Response)
             out.setdefault(peer, []).append(msg)
-        self.problems.extend(e for e in self.core.events() if isinstance(e, Problem))
+        events = self.core.events()
+        self.problems.extend(e for e in events if isinstance(e, Problem))
+        self.trunk_states.extend(e for e in events if isinstance(e, TrunkState))
         return out
 
 
@@ -298,6 +301,62 @@ def test_a_transport_error_concerns_only_its_peers_transactions() -> None:
     pair.feed(TRUNK2, response_to(second, 486, "Busy Here"))
     pair.advance(40.0)
     assert pair.core.transaction_count == 0 and pair.core._client_by_peer == {}
+
+
+def first_hop(pair: Pair, branch: str) -> Peer:
+    """Where a new call's INVITE goes first (right away, no failover wait); trunk 2 is
+    alive and answers 100 Trying at once."""
+    out = pair.feed(DIALER, invite(branch=branch).replace("call-1@", f"{branch}@"))
+    ((peer, fwd),) = [(p, m) for p, msgs in out.items() for m in msgs
+                      if isinstance(m, Request) and m.method == "INVITE"]
+    if peer == TRUNK2:
+        pair.feed(TRUNK2, response_to(fwd, 100, "Trying", to_tag=None))
+    return peer
+
+
+def test_a_silent_trunk_is_tried_last_until_retry_then_first_again() -> None:
+    """Trunk 1 is silent: the call that found out waits failover_timeout; the calls after it
+    go to trunk 2 at once, for trunk_retry seconds; then trunk 1 is tried first again and
+    its first answer ends the outage (one trunk.down, one trunk.up)."""
+    pair = Pair(trunk_retry=30.0)
+    assert first_hop(pair, "z9hG4bK-c1") == TRUNK1
+    out = pair.advance(2.0)
+    (again,) = [m for m in out[TRUNK2] if isinstance(m, Request) and m.method == "INVITE"]
+    pair.feed(TRUNK2, response_to(again, 100, "Trying", to_tag=None))
+    assert [(s.peer, s.up) for s in pair.trunk_states] == [(TRUNK1, False)]
+    assert first_hop(pair, "z9hG4bK-c2") == TRUNK2
+    pair.advance(29.0)
+    assert first_hop(pair, "z9hG4bK-c3") == TRUNK2
+    pair.advance(1.5)  # 30 s since it failed
+    fwd = pair.feed(DIALER, invite(branch="z9hG4bK-c4").replace("call-1@", "c4@"))[TRUNK1][0]
+    assert isinstance(fwd, Request)
+    pair.feed(TRUNK1, response_to(fwd, 100, "Trying", to_tag=None))
+    assert [(s.peer, s.up) for s in pair.trunk_states] == [(TRUNK1, False), (TRUNK1, True)]
+    assert first_hop(pair, "z9hG4bK-c5") == TRUNK1
+
+
+def test_a_transport_error_puts_the_trunk_last_and_retry_zero_never_does() -> None:
+    pair = Pair()
+    assert first_hop(pair, "z9hG4bK-t1") == TRUNK1
+    pair.core.transport_error(TRUNK1, pair.now)
+    pair.collect()
+    assert first_hop(pair, "z9hG4bK-t2") == TRUNK2
+    assert "transport error" in pair.trunk_states[0].detail
+    fixed = Pair(trunk_retry=0.0)
+    assert first_hop(fixed, "z9hG4bK-t1") == TRUNK1
+    fixed.core.transport_error(TRUNK1, fixed.now)
+    fixed.collect()
+    assert first_hop(fixed, "z9hG4bK-t2") == TRUNK1 and fixed.trunk_states == []
+
+
+def test_with_every_trunk_down_they_are_still_tried_in_order() -> None:
+    pair = Pair()
+    first_hop(pair, "z9hG4bK-a1")
+    pair.core.transport_error(TRUNK1, pair.now)
+    pair.core.transport_error(TRUNK2, pair.now)
+    out = pair.collect()
+    assert [m.status for m in out[DIALER] if isinstance(m, Response)] == [503]
+    assert first_hop(pair, "z9hG4bK-a2") == TRUNK1
 
 
 def test_last_503_becomes_500() -> None:

@@ -3,6 +3,9 @@ completes through the second. failover_timeout is 0.5 s so a silent trunk costs 
 
 from __future__ import annotations
 
+import contextlib
+import socket
+
 import pytest
 
 from e2e.checks import (
@@ -13,7 +16,7 @@ from e2e.checks import (
     by_call,
     uac_args,
 )
-from e2e.harness import Trunk
+from e2e.harness import HOST, Trunk, parse_sip
 
 pytestmark = pytest.mark.e2e
 
@@ -58,3 +61,29 @@ def test_failover_to_second_trunk(start_gateway, sipp, unused_port, first, leg) 
             assert inv.vias[0] != at2[call_id].vias[0]
     # Silence costs at most ~failover_timeout per call, not timer B (32 s).
     assert dialer.elapsed < 15, f"calls took {dialer.elapsed:.1f}s: failover too slow"
+
+
+def test_a_silent_trunk_is_skipped_after_it_failed(start_gateway, sipp) -> None:
+    """Trunk 1 is silent (a socket that never answers): the calls placed before its silence
+    was noticed each wait failover_timeout; the calls after go to trunk 2 at once (for
+    trunk_retry seconds), and the outage is logged once."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind((HOST, 0))
+    calls = 10
+    second = sipp("uas_basic.xml", "uas2", args=["-m", str(calls)])
+    gw = start_gateway(
+        [Trunk(silent.getsockname()[1], "udp", priority=1), Trunk(second.port, priority=2)],
+        sip={"failover_timeout": 1.0}, overrides=PROXY_ONLY)
+    uac = sipp("uac_basic.xml", "uac", remote=gw.address, args=uac_args(calls, rate=4))
+    assert_all_succeeded(uac.wait(30), calls)
+    silent.setblocking(False)
+    reached = set()
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            reached.add(parse_sip(silent.recv(65535).decode()).call_id)
+    silent.close()
+    # placed at 0, 0.25, ..., 2.25 s; the first silence is noticed at 1.0 s
+    assert 1 <= len(reached) <= 6, reached
+    downs = [e for e in gw.events() if e.get("event") == "trunk.down"]
+    assert len(downs) == 1 and "no response" in str(downs[0]["detail"])
+    assert not [e for e in gw.events() if e.get("event") == "trunk.up"]

@@ -69,6 +69,7 @@ class ProxySettings:
     dialer_allowed: Callable[[str], bool]
     record_route: bool = True
     failover_timeout: float = 2.0
+    trunk_retry: float = 30.0  # a trunk that failed is tried after the others this long
     timer_c: float = 181.0
     timers: TimerValues = field(default_factory=TimerValues)
     limits: Limits = DEFAULT_LIMITS
@@ -93,6 +94,18 @@ class Problem:
     kind: str
     detail: str
     peer: Peer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkState:
+    """A trunk failed (and is tried after the others for a while), or answers again."""
+
+    peer: Peer
+    up: bool
+    detail: str
+
+
+CoreEvent = TransactionDone | Problem | TrunkState
 
 
 def upstream_response(response: Response, request: Request | None) -> Response | None:
@@ -169,7 +182,7 @@ class ProxyCore:
         self._refused_until: deque[tuple[float, str]] = deque()
         self._timers = TimerQueue()
         self._out: list[tuple[Peer, bytes]] = []
-        self._events: list[TransactionDone | Problem] = []
+        self._events: list[CoreEvent] = []
         self._server: dict[str, ServerTransaction] = {}
         self._client: dict[str, ClientTransaction] = {}
         # The same, by peer: a transport error concerns one peer's transactions, and with
@@ -178,6 +191,10 @@ class ProxyCore:
         self._client_by_peer: dict[Peer, dict[str, ClientTransaction]] = {}
         self._contexts: dict[str, _Context] = {}  # by server and by client key
         self._trunk_peers = {(t.peer.host, t.peer.port) for t in settings.trunks}
+        # Trunks that failed (transport error, or silence for failover_timeout): until when
+        # new calls try them after the others. Kept past that time (the next call tries
+        # the trunk again) until the trunk answers, so one outage is one down and one up.
+        self._trunk_down: dict[int, float] = {}
         self._trunk_hosts = {t.peer.host for t in settings.trunks}
 
     # ---- outputs -------------------------------------------------------------------------
@@ -186,7 +203,7 @@ class ProxyCore:
         out, self._out = self._out, []
         return out
 
-    def events(self) -> list[TransactionDone | Problem]:
+    def events(self) -> list[CoreEvent]:
         out, self._events = self._events, []
         return out
 
@@ -336,7 +353,7 @@ class ProxyCore:
             self._problem("forbidden", f"out-of-dialog {req.method} from a trunk", source)
             self._reply_stateless(req, source, 403, "Forbidden")
             return
-        targets = self._targets(req, kind, in_dialog, rr_params)
+        targets = self._targets(req, kind, in_dialog, rr_params, now)
         if not targets:
             self._problem("forbidden", "in-dialog request to a non-dialer address", source)
             self._reply_stateless(req, source, 403, "Forbidden")
@@ -363,12 +380,16 @@ class ProxyCore:
         self._forward(ctx, now)
 
     def _targets(
-        self, req: Request, kind: str, in_dialog: bool, rr_params: Params | None
+        self, req: Request, kind: str, in_dialog: bool, rr_params: Params | None, now: float
     ) -> list[tuple[Peer, int]]:
         """Where the request may go, in order: (peer, trunk index or -1 for a dialer)."""
         trunks = self.settings.trunks
         if not in_dialog:
-            return [(t.peer, i) for i, t in enumerate(trunks)]
+            targets = [(t.peer, i) for i, t in enumerate(trunks)]
+            down = self._trunk_down
+            if down:  # a trunk that failed lately comes last, so calls do not wait on it
+                targets.sort(key=lambda target: down.get(target[1], 0.0) > now)
+            return targets
         if self._downstream(req, kind, rr_params):
             trunk = trunk_for_dialog(req, trunks, rr_params)
             return [(trunk.peer, trunks.index(trunk))]
@@ -442,6 +463,7 @@ class ProxyCore:
         ctx.failover = None
         if client is ctx.client and client.last_status is None and not ctx.final:
             self._problem("trunk-silent", "no response within failover_timeout", client.peer)
+            self._trunk_failed(ctx.trunk_index, client.peer, "no response", now)
             client.handle(Event.GIVE_UP, now)
             self._next_target_or_fail(ctx, 408, now)
 
@@ -582,6 +604,9 @@ class ProxyCore:
                 self._forward_response_statelessly(response, tx.peer)
             return
         status = response.status
+        if self._trunk_down and ctx.trunk_index in self._trunk_down:
+            del self._trunk_down[ctx.trunk_index]
+            self._events.append(TrunkState(tx.peer, True, f"answered {status}"))
         if status < 200:
             ctx.provisional = True
             if ctx.failover is not None:
@@ -615,6 +640,7 @@ class ProxyCore:
             return
         self._stop_context_timers(ctx)
         if event is Event.TRANSPORT_ERROR:
+            self._trunk_failed(ctx.trunk_index, tx.peer, "transport error", now)
             self._next_target_or_fail(ctx, 503, now)
         else:
             self._next_target_or_fail(ctx, 408, now)
@@ -634,6 +660,15 @@ class ProxyCore:
             of_peer = self._client_by_peer.get(tx.peer)
             if of_peer is not None and of_peer.pop(tx.key, None) is not None and not of_peer:
                 del self._client_by_peer[tx.peer]
+
+    def _trunk_failed(self, index: int, peer: Peer, why: str, now: float) -> None:
+        retry = self.settings.trunk_retry
+        if index < 0 or retry <= 0:
+            return
+        if index not in self._trunk_down:
+            self._events.append(TrunkState(
+                peer, False, f"{why}: new calls try it after the other trunks for {retry:g} s"))
+        self._trunk_down[index] = now + retry
 
     def _add_client(self, tx: ClientTransaction) -> None:
         self._client[tx.key] = tx

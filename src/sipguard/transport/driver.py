@@ -11,12 +11,12 @@ import math
 from collections.abc import Callable
 
 from sipguard.sip.peer import Peer
-from sipguard.sip.proxy import Problem, ProxyCore, TransactionDone
+from sipguard.sip.proxy import CoreEvent, ProxyCore
 
 Sender = Callable[[Peer, bytes], None]
 TICK = 0.01  # seconds: the granularity of the loop timer that drives the core's timers
 STALL = 0.05  # seconds a timer may fire late before its expiry waits for pending I/O
-EventSink = Callable[[TransactionDone | Problem], None]
+EventSink = Callable[[CoreEvent], None]
 
 
 class CoreDriver:
