@@ -335,6 +335,8 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
                 store_error=lambda: index.error,
                 list_sizes=lambda: [(i.name, index.list_size(i.name)) for i in index.lists()],
                 log_lines_lost=log_lines_lost,
+                trunks_up=lambda: [] if gateway.driver is None else [
+                    (str(peer), up) for peer, up in gateway.driver.core.trunks_up()],
             )))
         await gateway.start()
         stack.callback(gateway.close)

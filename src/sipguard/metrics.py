@@ -62,6 +62,7 @@ class Sources:
     store_error: Callable[[], str | None]
     list_sizes: Callable[[], Sequence[tuple[str, int]]]
     log_lines_lost: Callable[[], int]
+    trunks_up: Callable[[], Sequence[tuple[str, bool]]] = list  # (trunk, answering)
 
 
 class GatewayCollector(Collector):
@@ -109,6 +110,12 @@ class GatewayCollector(Collector):
         for name, size in s.list_sizes():
             sizes.add_metric([name], size)
         yield sizes
+        trunks = GaugeMetricFamily("sipguard_trunk_up", "1 while a trunk answers; 0 from a "
+                                   "transport error or silence until it answers again.",
+                                   labels=["trunk"])
+        for trunk, up in s.trunks_up():
+            trunks.add_metric([trunk], int(up))
+        yield trunks
         yield CounterMetricFamily("sipguard_log_lines_lost",
                                   "Log lines dropped because the log could not be written.",
                                   value=s.log_lines_lost())

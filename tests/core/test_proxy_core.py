@@ -324,6 +324,7 @@ def test_a_silent_trunk_is_tried_last_until_retry_then_first_again() -> None:
     (again,) = [m for m in out[TRUNK2] if isinstance(m, Request) and m.method == "INVITE"]
     pair.feed(TRUNK2, response_to(again, 100, "Trying", to_tag=None))
     assert [(s.peer, s.up) for s in pair.trunk_states] == [(TRUNK1, False)]
+    assert pair.core.trunks_up() == [(TRUNK1, False), (TRUNK2, True)]
     assert first_hop(pair, "z9hG4bK-c2") == TRUNK2
     pair.advance(29.0)
     assert first_hop(pair, "z9hG4bK-c3") == TRUNK2
@@ -332,6 +333,7 @@ def test_a_silent_trunk_is_tried_last_until_retry_then_first_again() -> None:
     assert isinstance(fwd, Request)
     pair.feed(TRUNK1, response_to(fwd, 100, "Trying", to_tag=None))
     assert [(s.peer, s.up) for s in pair.trunk_states] == [(TRUNK1, False), (TRUNK1, True)]
+    assert pair.core.trunks_up() == [(TRUNK1, True), (TRUNK2, True)]
     assert first_hop(pair, "z9hG4bK-c5") == TRUNK1
 
 

@@ -47,6 +47,7 @@ def test_a_scrape_shows_the_gateway_as_its_sources_have_it() -> None:
         calls_shed=lambda: 5, store_rows=lambda: (100, 7, 2), store_error=lambda: None,
         list_sizes=lambda: [("national", 10_000_000), ("internal", 3)],
         log_lines_lost=lambda: 4,
+        trunks_up=lambda: [("udp:192.0.2.10:5060", False), ("tcp:192.0.2.20:5060", True)],
     )))
     got = samples(generate_latest(registry).decode())
     assert got[("sipguard_decisions_total",
@@ -66,6 +67,8 @@ def test_a_scrape_shows_the_gateway_as_its_sources_have_it() -> None:
     assert got[("sipguard_store_up", ())] == 1
     assert got[("sipguard_list_numbers", (("list", "national"),))] == 10_000_000
     assert got[("sipguard_log_lines_lost_total", ())] == 4
+    assert got[("sipguard_trunk_up", (("trunk", "udp:192.0.2.10:5060"),))] == 0
+    assert got[("sipguard_trunk_up", (("trunk", "tcp:192.0.2.20:5060"),))] == 1
 
 
 @pytest.mark.parametrize(
@@ -116,6 +119,7 @@ def test_the_running_gateway_counts_its_calls(
     assert got[("sipguard_store_up", ())] == 1
     assert got[("process_cpu_seconds_total", ())] > 0
     assert ("sipguard_transactions", ()) in got and ("sipguard_overloaded", ()) in got
+    assert got[("sipguard_trunk_up", (("trunk", f"udp:127.0.0.1:{uas.port}"),))] == 1
     for _ in range(100):  # the writer flushes every 0.1 s: 4 decisions and 4 attempts
         if got[("sipguard_store_rows_written_total", ())] == 8:
             break

@@ -213,6 +213,10 @@ class ProxyCore:
     def handle_timer(self, now: float) -> None:
         self._timers.fire(now)
 
+    def trunks_up(self) -> list[tuple[Peer, bool]]:
+        """Each trunk, and whether it has answered since it last failed (for metrics)."""
+        return [(t.peer, i not in self._trunk_down) for i, t in enumerate(self.settings.trunks)]
+
     @property
     def transaction_count(self) -> int:
         return len(self._server) + len(self._client)
