@@ -62,7 +62,7 @@ class Sources:
     store_error: Callable[[], str | None]
     list_sizes: Callable[[], Sequence[tuple[str, int]]]
     log_lines_lost: Callable[[], int]
-    trunks_up: Callable[[], Sequence[tuple[str, bool]]] = list  # (trunk, answering)
+    trunks_up: Callable[[], Sequence[tuple[str, bool]]]  # (trunk, answering since it failed)
 
 
 class GatewayCollector(Collector):
