@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import ipaddress
+import os
 import signal
 import socket
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -20,9 +22,17 @@ import phonenumbers
 import structlog
 
 from sipguard import housekeeping as rules
+from sipguard.bus.mqtt import PASSWORD_ENV, MqttBus
 from sipguard.config import Config, split_host_port
 from sipguard.errors import ConfigError
-from sipguard.log import configure_logging, decision_log, log_lines_lost, reopen_log_file
+from sipguard.log import (
+    DecisionLog,
+    Pseudonymizer,
+    configure_logging,
+    decision_log,
+    log_lines_lost,
+    reopen_log_file,
+)
 from sipguard.metrics import DecisionTally, Sources, serve_metrics
 from sipguard.overload import (
     Ended,
@@ -49,6 +59,7 @@ from sipguard.sip.uri import parse_trunk_uri
 from sipguard.sip.verdict import AdmissionHook, DecisionHook, allow_all
 from sipguard.store.control import remove_control, serve_control
 from sipguard.store.db import Store
+from sipguard.store.index import Index
 from sipguard.store.session import socket_path, store_path
 from sipguard.store.sync import load_index, sync_now, watch
 from sipguard.store.writer import RecordWriter
@@ -247,11 +258,12 @@ class Gateway:
 
 
 def decision_sinks(
-    config: Config, writer: RecordWriter, loop: asyncio.AbstractEventLoop,
-    tally: DecisionTally | None = None,
+    decision_lines: DecisionLog, writer: RecordWriter, loop: asyncio.AbstractEventLoop,
+    tally: DecisionTally | None = None, bus: MqttBus | None = None,
 ) -> Callable[[DecisionRecord], None]:
-    """Where each decision goes: the JSON log line, the decisions table, and (for calls
-    that were placed) the attempts table that frequency caps count.
+    """Where each decision goes: the decisions table and (for calls that were placed) the
+    attempts table that frequency caps count, the JSON log line and, with `[mqtt]`, the
+    decisions topic.
 
     The gate hands records over while the INVITE is still being processed; writing them
     is deferred to the next loop turn, so the INVITE leaves for the trunk (or the 603 for
@@ -259,7 +271,6 @@ def decision_sinks(
     together: one write of their log lines, one pass queueing their rows (and, with
     `[metrics]`, one pass counting them).
     """
-    decision_lines = decision_log(config)
     pending: list[DecisionRecord] = []
 
     def drain() -> None:
@@ -269,6 +280,8 @@ def decision_sinks(
         decision_lines.write(records)
         if tally is not None:
             tally.add(records)
+        if bus is not None:
+            bus.publish(records)
 
     def emit(record: DecisionRecord) -> None:
         if not pending:
@@ -276,6 +289,25 @@ def decision_sinks(
         pending.append(record)
 
     return emit
+
+
+def mqtt_bus(
+    config: Config, store: Store, index: Index, pseudonymize: Pseudonymizer | None,
+    environ: Mapping[str, str] = os.environ,
+) -> MqttBus:
+    """The `[mqtt]` bus (its password from SIPGUARD_MQTT_PASSWORD, never the file)."""
+    mqtt = config.mqtt
+    tls, _host, _port = mqtt.broker()
+    context = None
+    if tls:
+        cafile = str(config.resolve(mqtt.tls_ca_file)) if mqtt.tls_ca_file else None
+        try:
+            context = ssl.create_default_context(cafile=cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("mqtt.tls_ca_file", f"cannot load {cafile!r}: {exc}") from None
+    return MqttBus(config, store, index, log=structlog.get_logger("sipguard.mqtt"),
+                   pseudonymize=pseudonymize, password=environ.get(PASSWORD_ENV),
+                   tls_context=context)
 
 
 def warm_up(gate: Gate, config: Config) -> None:
@@ -309,7 +341,10 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         rules.warn_stale_lists(index, config, log)
         writer = RecordWriter(store, log=log, on_loss=index.recording_lost)
         tally = DecisionTally() if config.metrics.listen else None
-        gate = Gate(config, index, emit=decision_sinks(config, writer, loop, tally),
+        decision_lines = decision_log(config)
+        bus = mqtt_bus(config, store, index, decision_lines.pseudonymize) \
+            if config.mqtt.enabled else None
+        gate = Gate(config, index, emit=decision_sinks(decision_lines, writer, loop, tally, bus),
                     counter=counter)
         warm_up(gate, config)
         # No cyclic garbage collection while serving. Under load ~30 s of calls are alive
@@ -354,6 +389,8 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
             asyncio.create_task(rules.run_housekeeping(counter, index, config, log),
                                 name="rules-housekeeping"),
         ]
+        if bus is not None:
+            tasks.append(asyncio.create_task(bus.run(), name="mqtt-bus"))
         log.info("sipguard.ready", lists={i.name: index.list_size(i.name) for i in index.lists()},
                  control_socket=str(control), attempts_counted=len(counter))
         try:

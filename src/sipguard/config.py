@@ -286,11 +286,37 @@ class LogConfig:
 
 @dataclass(frozen=True, slots=True)
 class MqttConfig:
-    enabled: bool = doc("Publish decisions and accept control messages over MQTT (not built "
-                        "yet: true is refused, never silently ignored).", False)
-    url: str = doc("Broker URL, mqtt://HOST:PORT.", "mqtt://127.0.0.1:1883")
+    enabled: bool = doc(
+        "Publish each decision and this gateway's status, and apply the opt-outs and consent "
+        "that arrive on the control topics (README \"MQTT\"). A broker that is away or slow "
+        "never delays or refuses a call: events wait in memory (queue_size) until it is back.",
+        False,
+    )
+    url: str = doc("Broker URL: mqtt://HOST[:PORT] (port 1883), or mqtts://HOST[:PORT] (8883, "
+                   "TLS, the broker's certificate verified).", "mqtt://127.0.0.1:1883")
     topic_prefix: str = doc("Prefix of every topic.", "sipguard")
     username: str = doc("Broker user; the password comes from SIPGUARD_MQTT_PASSWORD.", "")
+    tls_ca_file: str = doc("With mqtts://: the CA certificates (PEM) that sign the broker's "
+                           "certificate; empty means the system's.", "")
+    control: bool = doc("Subscribe to {prefix}/control/dnc and {prefix}/control/consent and "
+                        "apply what arrives; false publishes only.", True)
+    queue_size: int = doc("Decision events kept while the broker is away or slow; beyond it the "
+                          "oldest are dropped and counted (mqtt.events_dropped). The store "
+                          "keeps every decision regardless.", 100_000)
+    keepalive: int = doc("Seconds between keep-alives. The broker publishes the last will "
+                         "(status offline) when it hears nothing for 1.5 times this.", 30)
+
+    def broker(self) -> tuple[bool, str, int]:
+        """(TLS, host, port) of `url`; a ConfigError naming mqtt.url when it is none."""
+        scheme, sep, rest = self.url.partition("://")
+        if not sep or scheme not in ("mqtt", "mqtts") or not rest or "/" in rest.rstrip("/"):
+            raise ConfigError("mqtt.url", f"{self.url!r} must look like 'mqtt://HOST[:PORT]' or "
+                                          "'mqtts://HOST[:PORT]'")
+        tls = scheme == "mqtts"
+        host, port = split_host_port("mqtt.url", rest.rstrip("/"), 8883 if tls else 1883)
+        if not host:
+            raise ConfigError("mqtt.url", f"{self.url!r} names no host")
+        return tls, host, port
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,10 +538,7 @@ def validate(config: Config) -> None:
     if config.metrics.listen:
         split_host_port("metrics.listen", config.metrics.listen)
     if config.mqtt.enabled:
-        raise ConfigError("mqtt.enabled", "the MQTT bus is not built into this sipguard yet: "
-                          "no decision would be published and no opt-out or consent sent "
-                          "on the control topics would be applied; set it to false (the CLI "
-                          "and its control socket take list and consent changes)")
+        _validate_mqtt(config.mqtt, config.node.name)
     for name, campaign in config.campaigns.items():
         _validate_campaign(f"campaigns.{name}", campaign, config.policy.default_region)
 
@@ -540,6 +563,24 @@ def _validate_policy(policy: PolicyConfig) -> None:
                 raise ConfigError(
                     f"policy.extra_holidays.{region}[{i}]", f"{day!r} is not a date YYYY-MM-DD"
                 ) from None
+
+
+def _validate_mqtt(mqtt: MqttConfig, node: str) -> None:
+    mqtt.broker()
+    # Each is one or more topic levels: MQTT forbids wildcards in a topic name (MQTT 3.1.1
+    # §4.7.1), and an empty level would make a topic subscribers do not expect.
+    for key, value in (("mqtt.topic_prefix", mqtt.topic_prefix), ("node.name", node)):
+        if not value or "+" in value or "#" in value or "" in value.split("/"):
+            raise ConfigError(key, f"{value!r} must be a topic without '+', '#' or an empty "
+                                   "level")
+    if "/" in node:
+        raise ConfigError("node.name", f"{node!r} must be one topic level (no '/')")
+    if mqtt.queue_size < 1:
+        raise ConfigError("mqtt.queue_size", "must be at least 1")
+    if not 5 <= mqtt.keepalive <= 65535:  # the protocol's field is 16 bits
+        raise ConfigError("mqtt.keepalive", "must be between 5 and 65535 seconds")
+    if mqtt.tls_ca_file and not mqtt.url.startswith("mqtts://"):
+        raise ConfigError("mqtt.tls_ca_file", "only applies to an mqtts:// url")
 
 
 def _validate_overload(overload: OverloadConfig) -> None:

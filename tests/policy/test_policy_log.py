@@ -290,7 +290,7 @@ async def test_a_log_that_cannot_be_written_loses_no_decision(
     store = await Store.open(tmp_path / "var" / "sipguard.db")
     try:
         writer = RecordWriter(store)
-        emit = decision_sinks(cfg, writer, asyncio.get_running_loop())
+        emit = decision_sinks(decision_log(cfg), writer, asyncio.get_running_loop())
         for i in range(3):
             record = replace(decide_one(cfg, DecisionLog(None)), decision_id=f"gw-{i}")
             emit(record)

@@ -9,12 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from zoneinfo import ZoneInfoNotFoundError
 
 from sipguard.cli import add_config_option, e164_argument
 from sipguard.config import load_config
-from sipguard.errors import PolicyError
-from sipguard.policy.geo import region_zones, zone_info
+from sipguard.policy.geo import subscriber_address
 from sipguard.policy.model import Consent, ConsentType
 from sipguard.store.codec import parse_user_time
 from sipguard.store.session import open_store, run, tell_server
@@ -60,7 +58,7 @@ def cmd_grant(args: argparse.Namespace) -> int:
     number = e164_argument(config, args.number)
     expires = parse_user_time("--expires", args.expires) if args.expires else None
     granted = parse_user_time("--granted-at", args.granted_at) if args.granted_at else None
-    region, zone = _address(args.state, args.zone)
+    region, zone = subscriber_address(args.state, args.zone, ("--state", "--zone"))
     if args.campaign != "*" and args.campaign not in config.campaigns:
         print(
             f"warning: campaign {args.campaign!r} is not in the config "
@@ -122,19 +120,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         for record in history:
             print(f"#{record.id} {_line(record)}")
     return 0
-
-
-def _address(state: str | None, zone: str | None) -> tuple[str | None, str | None]:
-    """--state / --zone checked against the shipped region table and the zone database."""
-    region = state.strip().upper() if state else None
-    if region is not None and not region_zones(region):
-        raise PolicyError(f"--state {state!r} is not a known region like 'US-FL'")
-    if zone:
-        try:
-            zone_info(zone)
-        except (ValueError, ZoneInfoNotFoundError):
-            raise PolicyError(f"--zone {zone!r} is not an IANA time zone") from None
-    return region, zone or None
 
 
 def _line(c: Consent) -> str:

@@ -67,12 +67,6 @@ def _list_options(parser: argparse.ArgumentParser) -> None:
     add_config_option(parser)
 
 
-def _kind(name: str, given: str | None) -> ListKind | None:
-    if given:
-        return ListKind(given)
-    return ListKind(name) if name in KINDS else None
-
-
 # -- import ---------------------------------------------------------------------------
 
 
@@ -85,7 +79,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 async def _import(config: Config, args: argparse.Namespace, refreshed: datetime | None) -> int:
-    kind = _kind(args.list_name, args.kind)
+    kind = ListKind.of_list(args.list_name, args.kind)
     async with open_store(config) as store:
         kind_now = await _check_target(store, args.list_name, kind, args.mode)
         started = time.perf_counter()
@@ -192,7 +186,7 @@ def _single(args: argparse.Namespace, op: str) -> int:
     config = load_config(args.config)
     number = e164_argument(config, args.number)
     at = parse_user_time("--at", args.at) if args.at else None
-    kind = _kind(args.list_name, getattr(args, "kind", None))
+    kind = ListKind.of_list(args.list_name, getattr(args, "kind", None))
 
     async def write() -> None:
         async with open_store(config) as store:

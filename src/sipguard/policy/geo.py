@@ -18,11 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
 from phonenumbers import geocoder, timezone
 
+from sipguard.errors import PolicyError
 from sipguard.policy.nanp import NanpClass, PrefixTable, tables
 from sipguard.policy.rules_data import load_csv
 
@@ -311,6 +312,23 @@ def location_of(region: str | None, zone: str | None, country: str = "") -> Loca
 
 def zone_info(name: str) -> ZoneInfo:
     return _zone(name)
+
+
+def subscriber_address(
+    state: str | None, zone: str | None, labels: tuple[str, str] = ("state", "zone")
+) -> tuple[str | None, str | None]:
+    """A consent's subscriber address (region like US-FL, IANA zone), checked against the
+    shipped region table and the zone database; errors name the two by `labels` (the
+    CLI's options, the control message's fields)."""
+    region = state.strip().upper() if state else None
+    if region is not None and not region_zones(region):
+        raise PolicyError(f"{labels[0]} {state!r} is not a known region like 'US-FL'")
+    if zone:
+        try:
+            zone_info(zone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise PolicyError(f"{labels[1]} {zone!r} is not an IANA time zone") from None
+    return region, zone or None
 
 
 @cache

@@ -52,6 +52,13 @@ class ListKind(StrEnum):
     REASSIGNED = "reassigned"
     CUSTOM = "custom"
 
+    @classmethod
+    def of_list(cls, name: str, given: str | None = None) -> ListKind | None:
+        """The kind a list gets: `given`, else its name when the name is a kind."""
+        if given:
+            return cls(given)
+        return cls(name) if name in cls._value2member_map_ else None
+
 
 class ConsentType(StrEnum):
     EXPRESS = "express"

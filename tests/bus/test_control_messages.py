@@ -1,0 +1,87 @@
+"""Control messages (CONTRACT §7) as `parse` reads them: every field checked, nothing guessed."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from sipguard.bus.control import ConsentGrant, ConsentRevoke, DncChange, Rejected, Topic, parse
+from sipguard.policy.model import ConsentType, ListKind
+
+
+def message(topic: Topic, **fields: Any) -> DncChange | ConsentGrant | ConsentRevoke:
+    return parse(topic, json.dumps(fields).encode(), "US")
+
+
+def test_a_dnc_add_is_read_with_its_number_in_e164_and_the_kind_from_the_list_name() -> None:
+    change = message("dnc", id="m1", op="add", list="internal", number="(212) 555-1234",
+                     source="call 17 agent 4")
+    assert change == DncChange("m1", "add", "internal", "+12125551234", "call 17 agent 4",
+                               None, ListKind.INTERNAL)
+
+
+def test_a_dnc_add_to_a_list_named_freely_takes_its_kind_and_time() -> None:
+    change = message("dnc", id="m2", op="add", list="crm-optouts", kind="custom",
+                     number="+12125551234", source="crm", at="2026-05-01T12:00:00Z")
+    assert isinstance(change, DncChange)
+    assert change.kind is ListKind.CUSTOM
+    assert change.at == datetime(2026, 5, 1, 12, tzinfo=UTC)
+
+
+def test_a_consent_grant_and_revoke_are_read_whole() -> None:
+    grant = message("consent", id="c1", op="grant", number="+12125551234", campaign="spring",
+                    type="express-written", source="form 88", expires="2027-01-01",
+                    state="us-fl", zone="America/New_York")
+    assert grant == ConsentGrant("c1", "+12125551234", "spring", ConsentType.EXPRESS_WRITTEN,
+                                 "form 88", datetime(2027, 1, 1, tzinfo=UTC), None, "US-FL",
+                                 "America/New_York")
+    revoke = message("consent", id="c2", op="revoke", number="2125551234", source="sms STOP")
+    assert revoke == ConsentRevoke("c2", "+12125551234", None, "sms STOP", None)
+
+
+@pytest.mark.parametrize(("topic", "fields", "says"), [
+    ("dnc", {"op": "add", "list": "internal", "number": "+12125551234", "source": "x"},
+     "'id' must be"),
+    ("dnc", {"id": "a", "op": "delete", "list": "internal", "number": "+12125551234",
+             "source": "x"}, "'op' must be one of add, remove"),
+    ("dnc", {"id": "a", "op": "add", "number": "+12125551234", "source": "x"},
+     "'list' must be a non-empty string"),
+    ("dnc", {"id": "a", "op": "add", "list": "internal", "number": "12", "source": "x"},
+     "is not a valid phone number"),
+    ("dnc", {"id": "a", "op": "add", "list": "internal", "number": "+12125551234"},
+     "'source' must be a non-empty string"),
+    ("dnc", {"id": "a", "op": "add", "list": "x", "kind": "nope", "number": "+12125551234",
+             "source": "x"}, "'kind' must be one of"),
+    ("dnc", {"id": "a", "op": "remove", "list": "internal", "kind": "internal",
+             "number": "+12125551234", "source": "x"}, "unknown field(s) kind"),
+    ("consent", {"id": "a", "op": "grant", "number": "+12125551234", "campaign": "c",
+                 "type": "express", "source": "x", "expire": "2027-01-01"},
+     "unknown field(s) expire"),
+    ("consent", {"id": "a", "op": "grant", "number": "+12125551234", "campaign": "c",
+                 "type": "verbal", "source": "x"}, "'type' must be one of"),
+    ("consent", {"id": "a", "op": "grant", "number": "+12125551234", "campaign": "c",
+                 "type": "express", "source": "x", "expires": "next year"},
+     "is not an ISO-8601 date or time"),
+    ("consent", {"id": "a", "op": "grant", "number": "+12125551234", "campaign": "c",
+                 "type": "express", "source": "x", "state": "US-XX"},
+     "'state' 'US-XX' is not a known region"),
+    ("consent", {"id": "a", "op": "revoke", "number": 2125551234, "source": "x"},
+     "'number' must be a non-empty string"),
+])
+def test_a_faulty_message_is_rejected_saying_what_is_wrong(
+    topic: Topic, fields: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(Rejected) as caught:
+        parse(topic, json.dumps(fields).encode(), "US")
+    assert says in str(caught.value)
+    assert caught.value.id == fields.get("id")
+
+
+@pytest.mark.parametrize("payload", [b"{not json", b"[1, 2]", b"\xff\xfe", b""])
+def test_what_is_not_a_json_object_is_rejected_without_an_id(payload: bytes) -> None:
+    with pytest.raises(Rejected) as caught:
+        parse("dnc", payload, "US")
+    assert caught.value.id is None
