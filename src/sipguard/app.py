@@ -372,6 +372,7 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
                 log_lines_lost=log_lines_lost,
                 trunks_up=lambda: [] if gateway.driver is None else [
                     (str(peer), up) for peer, up in gateway.driver.core.trunks_up()],
+                bus=lambda: None if bus is None else bus.figures(),
             )))
         await gateway.start()
         stack.callback(gateway.close)

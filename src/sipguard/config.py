@@ -538,7 +538,7 @@ def validate(config: Config) -> None:
     if config.metrics.listen:
         split_host_port("metrics.listen", config.metrics.listen)
     if config.mqtt.enabled:
-        _validate_mqtt(config.mqtt, config.node.name)
+        _validate_mqtt(config)
     for name, campaign in config.campaigns.items():
         _validate_campaign(f"campaigns.{name}", campaign, config.policy.default_region)
 
@@ -565,7 +565,8 @@ def _validate_policy(policy: PolicyConfig) -> None:
                 ) from None
 
 
-def _validate_mqtt(mqtt: MqttConfig, node: str) -> None:
+def _validate_mqtt(config: Config) -> None:
+    mqtt, node = config.mqtt, config.node.name
     mqtt.broker()
     # Each is one or more topic levels: MQTT forbids wildcards in a topic name (MQTT 3.1.1
     # §4.7.1), and an empty level would make a topic subscribers do not expect.
@@ -581,6 +582,9 @@ def _validate_mqtt(mqtt: MqttConfig, node: str) -> None:
         raise ConfigError("mqtt.keepalive", "must be between 5 and 65535 seconds")
     if mqtt.tls_ca_file and not mqtt.url.startswith("mqtts://"):
         raise ConfigError("mqtt.tls_ca_file", "only applies to an mqtts:// url")
+    if mqtt.tls_ca_file and not config.resolve(mqtt.tls_ca_file).is_file():
+        raise ConfigError("mqtt.tls_ca_file",
+                          f"{str(config.resolve(mqtt.tls_ca_file))!r} is not a file")
 
 
 def _validate_overload(overload: OverloadConfig) -> None:

@@ -51,6 +51,17 @@ class DecisionTally:
 
 
 @dataclass(frozen=True, slots=True)
+class BusFigures:
+    """The MQTT bus as a scrape sees it."""
+
+    connected: bool
+    published: int
+    queued: int
+    dropped: int
+    control: Sequence[tuple[str, str, int]]  # (topic, status, messages)
+
+
+@dataclass(frozen=True, slots=True)
 class Sources:
     """Where each figure is read from (callables, so that the collector holds no state)."""
 
@@ -63,6 +74,7 @@ class Sources:
     list_sizes: Callable[[], Sequence[tuple[str, int]]]
     log_lines_lost: Callable[[], int]
     trunks_up: Callable[[], Sequence[tuple[str, bool]]]  # (trunk, answering since it failed)
+    bus: Callable[[], BusFigures | None]  # None: no [mqtt] bus
 
 
 class GatewayCollector(Collector):
@@ -119,6 +131,27 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily("sipguard_log_lines_lost",
                                   "Log lines dropped because the log could not be written.",
                                   value=s.log_lines_lost())
+        bus = s.bus()
+        if bus is not None:
+            yield from _bus(bus)
+
+
+def _bus(bus: BusFigures) -> Iterator[Any]:
+    yield GaugeMetricFamily("sipguard_mqtt_connected", "1 while connected to the broker.",
+                            value=int(bus.connected))
+    yield CounterMetricFamily("sipguard_mqtt_events_published",
+                              "Decision events the broker acknowledged.", value=bus.published)
+    yield GaugeMetricFamily("sipguard_mqtt_events_queued",
+                            "Decision events waiting for the broker.", value=bus.queued)
+    yield CounterMetricFamily("sipguard_mqtt_events_dropped", "Decision events dropped "
+                              "because the queue was full (the store keeps them).",
+                              value=bus.dropped)
+    control = CounterMetricFamily("sipguard_mqtt_control_messages", "Control messages, by "
+                                  "topic and outcome (applied, rejected, duplicate, failed).",
+                                  labels=["topic", "status"])
+    for topic, status, count in bus.control:
+        control.add_metric([topic, status], count)
+    yield control
 
 
 def _latency(tally: DecisionTally) -> HistogramMetricFamily:

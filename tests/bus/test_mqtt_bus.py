@@ -43,7 +43,7 @@ class Running:
         self.bus, self.store, self.index, self.watcher = bus, store, index, watcher
         self.task = asyncio.create_task(bus.run())
 
-    async def until(self, topic: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
+    async def until(self, topic: str, count: int = 1, within: float = 5.0) -> list[Any]:
         got: list[Any] = []
 
         async def take() -> None:
@@ -54,7 +54,7 @@ class Running:
                     if len(got) == count:
                         return
 
-        await asyncio.wait_for(take(), timeout)
+        await asyncio.wait_for(take(), within)
         return got
 
     async def send(self, topic: str, payload: Any, retain: bool = False) -> dict[str, Any]:
@@ -316,8 +316,8 @@ async def _retained(broker: Mosquitto, topic: str, want: str | None = None) -> d
     raise AssertionError(f"no retained {want or 'status'} on {topic}")
 
 
-async def _wait(condition: Any, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.02)):
+async def _wait(condition: Any, within: float = 5.0) -> None:
+    for _ in range(int(within / 0.02)):
         if condition():
             return
         await asyncio.sleep(0.02)

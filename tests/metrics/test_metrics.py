@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from e2e.harness import Gateway, Sipp, Trunk, free_port
 from sipguard.config import parse_config
 from sipguard.errors import ConfigError
-from sipguard.metrics import DecisionTally, GatewayCollector, Sources
+from sipguard.metrics import BusFigures, DecisionTally, GatewayCollector, Sources
 from sipguard.policy.model import Action, Decision, DecisionRecord, Reason, Step
 
 
@@ -48,6 +48,7 @@ def test_a_scrape_shows_the_gateway_as_its_sources_have_it() -> None:
         list_sizes=lambda: [("national", 10_000_000), ("internal", 3)],
         log_lines_lost=lambda: 4,
         trunks_up=lambda: [("udp:192.0.2.10:5060", False), ("tcp:192.0.2.20:5060", True)],
+        bus=lambda: BusFigures(False, 90, 30, 6, [("dnc", "applied", 3), ("dnc", "rejected", 1)]),
     )))
     got = samples(generate_latest(registry).decode())
     assert got[("sipguard_decisions_total",
@@ -69,6 +70,21 @@ def test_a_scrape_shows_the_gateway_as_its_sources_have_it() -> None:
     assert got[("sipguard_log_lines_lost_total", ())] == 4
     assert got[("sipguard_trunk_up", (("trunk", "udp:192.0.2.10:5060"),))] == 0
     assert got[("sipguard_trunk_up", (("trunk", "tcp:192.0.2.20:5060"),))] == 1
+    assert got[("sipguard_mqtt_connected", ())] == 0
+    assert got[("sipguard_mqtt_events_published_total", ())] == 90
+    assert got[("sipguard_mqtt_events_queued", ())] == 30
+    assert got[("sipguard_mqtt_events_dropped_total", ())] == 6
+    assert got[("sipguard_mqtt_control_messages_total",
+                (("status", "rejected"), ("topic", "dnc")))] == 1
+
+
+def test_without_a_bus_no_mqtt_metric_is_shown() -> None:
+    registry = CollectorRegistry()
+    registry.register(GatewayCollector(Sources(
+        decisions=DecisionTally(), transactions=lambda: 0, overloaded=lambda: None,
+        calls_shed=lambda: 0, store_rows=lambda: (0, 0, 0), store_error=lambda: None,
+        list_sizes=list, log_lines_lost=lambda: 0, trunks_up=list, bus=lambda: None)))
+    assert not [k for k in samples(generate_latest(registry).decode()) if "mqtt" in k[0]]
 
 
 @pytest.mark.parametrize(
@@ -76,10 +92,9 @@ def test_a_scrape_shows_the_gateway_as_its_sources_have_it() -> None:
     [
         ({"metrics": {"listen": "9090"}}, "metrics.listen"),
         ({"metrics": {"listen": "127.0.0.1:http"}}, "metrics.listen"),
-        ({"mqtt": {"enabled": True}}, "mqtt.enabled"),
     ],
 )
-def test_metrics_and_mqtt_settings_that_cannot_work_name_their_key(
+def test_metrics_settings_that_cannot_work_name_their_key(
     table: dict[str, object], key: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -143,3 +158,4 @@ def test_a_metrics_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
     out = gw.output()
     assert f"metrics.listen: cannot listen on '127.0.0.1:{port}'" in out, out
     assert "Traceback" not in out
+

@@ -34,6 +34,7 @@ from sipguard.bus.control import Command, Rejected, Topic, apply, parse
 from sipguard.config import Config
 from sipguard.errors import StoreError
 from sipguard.log import Pseudonymizer, decision_line
+from sipguard.metrics import BusFigures
 from sipguard.policy.model import DecisionRecord
 from sipguard.store.db import Store
 from sipguard.store.index import Index
@@ -112,6 +113,10 @@ class MqttBus:
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    def figures(self) -> BusFigures:
+        return BusFigures(self.connected, self.published, len(self._queue), self.dropped,
+                          [(t, s, n) for (t, s), n in sorted(self.control_counts.items())])
 
     # -- the connection ------------------------------------------------------------------
 
