@@ -353,6 +353,7 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
             ),
             asyncio.create_task(rules.run_housekeeping(counter, index, config, log),
                                 name="rules-housekeeping"),
+            asyncio.create_task(rules.run_retention(store, config, log), name="retention"),
         ]
         log.info("sipguard.ready", lists={i.name: index.list_size(i.name) for i in index.lists()},
                  control_socket=str(control), attempts_counted=len(counter))
