@@ -389,6 +389,7 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
             ),
             asyncio.create_task(rules.run_housekeeping(counter, index, config, log),
                                 name="rules-housekeeping"),
+            asyncio.create_task(rules.run_retention(store, config, log), name="retention"),
         ]
         if bus is not None:
             tasks.append(asyncio.create_task(bus.run(), name="mqtt-bus"))

@@ -29,6 +29,8 @@ from sipguard.sip.uri import parse_trunk_uri
 DEFAULT_CONFIG = Path("config/sipguard.toml")
 T = TypeVar("T")
 
+MAX_RETENTION_DAYS = 36_500
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -366,6 +368,42 @@ class OverloadConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    decisions_days: int = doc(
+        "Days a decision record (why a call was or was not placed, with its rule trail) is "
+        "kept. 1826 = 5 years: the Telemarketing Sales Rule's recordkeeping period (16 CFR "
+        "310.5, 5 years since the 2024 amendment), which covers the TCPA's 4-year "
+        "limitation for claims (28 U.S.C. 1658(a)); no longer, as GDPR Art. 5(1)(e) "
+        "(storage limitation) asks.",
+        1826,
+    )
+    consents_days: int = doc(
+        "Days a consent record is kept after it ENDED (revoked, or expired); a consent in "
+        "force is never deleted, nor a revocation that still voids one in force. 1826 = "
+        "the 5 years 16 CFR 310.5(a)(5) asks for records of express agreement.",
+        1826,
+    )
+    lists_days: int = doc(
+        "Days list history no longer in effect is kept: a bulk generation after a later one "
+        "of the same list replaced it, a single add/remove after a replace-import "
+        "superseded it. A list's current generation and entries in effect are never "
+        "deleted. 1826: as decisions_days, so the lists that explain a kept decision stay.",
+        1826,
+    )
+    hold: bool = doc(
+        "Litigation hold: while true nothing is purged (logged as retention.held; the CLI "
+        "says \"hold\": true).",
+        False,
+    )
+    purge_every: float = doc(
+        "Seconds between two scheduled purges in `serve` (the first runs shortly after "
+        "start). Call attempts (what frequency caps count) have no key: they are kept as "
+        "long as the longest cap's period, at least a day; decisions hold the same calls.",
+        3600.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     node: NodeConfig = doc("This gateway.", factory=NodeConfig)
     sip: SipConfig = doc("SIP transports and timers.", factory=SipConfig)
@@ -384,6 +422,7 @@ class Config:
     mqtt: MqttConfig = doc("Optional MQTT bus.", factory=MqttConfig)
     metrics: MetricsConfig = doc("Optional Prometheus metrics.", factory=MetricsConfig)
     overload: OverloadConfig = doc("Overload protection.", factory=OverloadConfig)
+    retention: RetentionConfig = doc("How long personal data is kept.", factory=RetentionConfig)
     base_dir: str = doc("Directory relative paths are resolved from (set by the loader).", ".")
 
     def resolve(self, path: str) -> Path:
@@ -535,6 +574,7 @@ def validate(config: Config) -> None:
         raise ConfigError("campaigns.default", "is required (it applies when no campaign is named)")
     _validate_policy(config.policy)
     _validate_overload(config.overload)
+    _validate_retention(config.retention)
     if config.metrics.listen:
         split_host_port("metrics.listen", config.metrics.listen)
     if config.mqtt.enabled:
@@ -602,6 +642,16 @@ def _validate_overload(overload: OverloadConfig) -> None:
     if overload.sample_interval > overload.max_queue_delay:
         raise ConfigError("overload.sample_interval",
                           "must not exceed overload.max_queue_delay (it would see too late)")
+
+
+def _validate_retention(retention: RetentionConfig) -> None:
+    for key in ("decisions_days", "consents_days", "lists_days"):
+        # the upper bound keeps `now - days` a representable date
+        if not 1 <= getattr(retention, key) <= MAX_RETENTION_DAYS:
+            raise ConfigError(f"retention.{key}",
+                              f"must be between 1 and {MAX_RETENTION_DAYS} (days)")
+    if retention.purge_every <= 0:
+        raise ConfigError("retention.purge_every", "must be positive")
 
 
 def _validate_caps(key: str, caps: tuple[CapConfig, ...]) -> None:

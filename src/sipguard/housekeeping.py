@@ -5,25 +5,31 @@
 * Every second the counter forgets the attempts that have grown older than that.
 * At start and every hour, each national DNC list older than its safe-harbor limit is
   logged as a warning (`dnc.list_stale`).
+* Shortly after start and every `retention.purge_every` seconds, the retention policy is
+  applied to the store (`sipguard.store.retention`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from sipguard.config import Config
+from sipguard.errors import StoreError
 from sipguard.policy.caps import AttemptCounter, AttemptRecord, required_horizon
 from sipguard.policy.freshness import stale_lists
 from sipguard.policy.gate import attempt_counter
 from sipguard.policy.model import Facts
 from sipguard.policy.rule_steps import all_caps
 from sipguard.store.db import Store
+from sipguard.store.retention import purge
 from sipguard.store.writer import attempts_since
 
 PRUNE_EVERY = 1.0  # seconds: a prune then has about a second's expired attempts to drop
 STALE_EVERY = 3600.0
+FIRST_PURGE_AFTER = 10.0  # seconds after start: out of the way of loading and warming up
 
 
 async def load_counter(store: Store, config: Config, now: datetime | None = None) -> (
@@ -69,3 +75,26 @@ async def run_housekeeping(counter: AttemptCounter, facts: Facts, config: Config
                 warn_stale_lists(facts, config, log)
             except Exception as exc:  # a store problem is reported by the store watch
                 log.warning("dnc.list_check_failed", detail=str(exc))
+
+
+async def run_retention(store: Store, config: Config, log: Any,
+                        first_after: float = FIRST_PURGE_AFTER) -> None:
+    """Purge `first_after` seconds from now, then every `retention.purge_every`, until
+    cancelled. A store problem is logged and the next run tries again; under a litigation
+    hold this logs `retention.held` once and stops."""
+    await asyncio.sleep(first_after)
+    while True:
+        started = time.monotonic()
+        try:
+            result = await purge(store, config, datetime.now(UTC))
+        except StoreError as exc:
+            log.warning("retention.failed", detail=str(exc))
+        else:
+            if result.held:
+                log.warning("retention.held", detail="retention.hold is true: nothing is "
+                            "purged until it is set to false and serve restarted")
+                return
+            log.info("retention.purged", **result.counts(),
+                     took_ms=round((time.monotonic() - started) * 1000, 1),
+                     cutoffs=result.cutoffs.as_text())
+        await asyncio.sleep(config.retention.purge_every)

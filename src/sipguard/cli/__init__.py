@@ -24,14 +24,21 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     # Late: the sub-command modules import `add_config_option` from this package.
-    from sipguard.cli import check, config_cmd, consent, lists, serve  # noqa: PLC0415
+    from sipguard.cli import (  # noqa: PLC0415
+        check,
+        config_cmd,
+        consent,
+        lists,
+        retention,
+        serve,
+    )
 
     parser = _Parser(prog="sipguard", description="A consent-aware SIP gateway.")
     parser.add_argument(
         "-c", "--config", help="config file (default: $SIPGUARD_CONFIG or config/sipguard.toml)"
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (serve, check, lists, consent, config_cmd):
+    for module in (serve, check, lists, consent, retention, config_cmd):
         module.register(sub)
     return parser
 

@@ -1,0 +1,44 @@
+"""`sipguard retention purge [--dry-run]`: apply the retention policy now (CONTRACT §2).
+
+Safe while `serve` runs on the same store: deletes go a batch per short transaction, and
+SQLite's WAL and busy timeout let the server's record writer and this command take turns.
+A running server needs no notice: its index never reads superseded list history, and the
+ended consents it still holds in memory until restarted decide no call differently (they
+are void, and void no consent in force; at most a call blocked `consent-revoked` or
+`consent-expired` there is `no-consent` after a restart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+
+from sipguard.cli import add_config_option
+from sipguard.config import load_config
+from sipguard.store.retention import PurgeResult, purge
+from sipguard.store.session import open_store, run
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    retention = subparsers.add_parser("retention", help="apply the retention policy")
+    add_config_option(retention)
+    sub = retention.add_subparsers(dest="retention_command", required=True)
+    purge_cmd = sub.add_parser(
+        "purge", help="delete what [retention] says is no longer kept; print counts as JSON"
+    )
+    purge_cmd.add_argument("--dry-run", action="store_true",
+                           help="count what would be deleted, delete nothing")
+    add_config_option(purge_cmd)
+    purge_cmd.set_defaults(func=cmd_purge)
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+
+    async def apply() -> PurgeResult:
+        async with open_store(config) as store:
+            return await purge(store, config, datetime.now(UTC), dry_run=args.dry_run)
+
+    print(json.dumps(run(apply()).as_json()))
+    return 0

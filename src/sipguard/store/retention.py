@@ -1,0 +1,181 @@
+"""Retention: deleting what the policy says is no longer to be kept (`[retention]`).
+
+What goes, each once older than its cutoff (`cutoffs`):
+
+* `decisions` by `ts`, and `attempts` by `at` (these only as far back as the longest
+  frequency cap counts, at least a day: the decisions hold the same calls as evidence);
+* `consents` that ended (revoked or expired) before the cutoff. A consent in force is
+  never deleted. Nor is a revoked one whose revocation may still void a consent in force:
+  `policy.consent_rules` lets a revocation void other consents of the number granted
+  before it (a '*' record, or `revoke_scope = "all"`), so deleting it would turn that
+  consent back into an allow;
+* list history no longer in effect. A bulk generation goes once a later generation of its
+  list replaced it before the cutoff, with its chunks. A single entry goes once a
+  replace-import superseded it before the cutoff: the index reads a list as its current
+  generation plus the entries with an id above that generation's `entries_upto`
+  (`sync.load_index`, `Index.set_list`), so the entries at or below it are read by no one;
+  the supersession time is the creation of the first generation whose `entries_upto`
+  reaches the entry (add/remove imports carry `entries_upto` over, so only a replace
+  moves it). The current generation and every entry above its `entries_upto` stay, however
+  old: they are the list, and dropping an old opt-out would allow the call.
+
+Rows go `batch` at a time, one short write transaction each, so the record writer, which
+shares the connection's lock and the database's write lock, waits at most one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sipguard.config import Config
+from sipguard.policy.caps import required_horizon
+from sipguard.policy.rule_steps import all_caps
+from sipguard.store.codec import time_text
+from sipguard.store.db import Store
+
+BATCH = 5000
+MIN_ATTEMPTS_AGE = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Cutoffs:
+    """Rows older than these (by their table's time) may go."""
+
+    decisions: datetime
+    attempts: datetime
+    consents: datetime
+    lists: datetime
+
+    @classmethod
+    def of(cls, config: Config, now: datetime) -> Cutoffs:
+        kept = config.retention
+        horizon = required_horizon(all_caps(config.campaigns, config.policy))
+        return cls(
+            decisions=now - timedelta(days=kept.decisions_days),
+            attempts=now - max(horizon, MIN_ATTEMPTS_AGE),
+            consents=now - timedelta(days=kept.consents_days),
+            lists=now - timedelta(days=kept.lists_days),
+        )
+
+    def as_text(self) -> dict[str, str]:
+        return {key: time_text(value) for key, value in asdict(self).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    """Rows deleted per table (or, on a dry run, that would be)."""
+
+    held: bool
+    dry_run: bool
+    cutoffs: Cutoffs
+    decisions: int = 0
+    attempts: int = 0
+    consents: int = 0
+    list_entries: int = 0
+    generation_chunks: int = 0
+    generations: int = 0
+
+    @property
+    def total(self) -> int:
+        return (self.decisions + self.attempts + self.consents + self.list_entries
+                + self.generation_chunks + self.generations)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "decisions": self.decisions, "attempts": self.attempts, "consents": self.consents,
+            "list_entries": self.list_entries, "generation_chunks": self.generation_chunks,
+            "generations": self.generations,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {"hold": self.held, "dry_run": self.dry_run, **self.counts(),
+                "cutoffs": self.cutoffs.as_text()}
+
+
+# Each: the rows of a table (aliased `t`) that may go, given its parameters.
+_DECISIONS = "t.ts < ?"
+_ATTEMPTS = "t.at < ?"
+_CONSENTS = (
+    "(t.revoked_at < ? OR t.expires_at < ?)"
+    " AND NOT (t.revoked_at IS NOT NULL AND EXISTS (SELECT 1 FROM consents o"
+    " WHERE o.number = t.number AND o.id != t.id AND o.revoked_at IS NULL"
+    " AND (o.expires_at IS NULL OR o.expires_at > ?) AND o.granted_at <= t.revoked_at))"
+)
+
+
+def _replaced(g: str) -> str:
+    """Generations (aliased `g`) a later one of their list replaced before the cutoff."""
+    return (
+        f"{g}.id NOT IN (SELECT generation FROM lists WHERE generation IS NOT NULL)"
+        f" AND EXISTS (SELECT 1 FROM generations n"
+        f" WHERE n.list_id = {g}.list_id AND n.id > {g}.id AND n.created_at < ?)"
+    )
+
+
+_CHUNKS = f"t.generation_id IN (SELECT g.id FROM generations g WHERE {_replaced('g')})"
+_SUPERSEDED = "t.list_id = ? AND t.id <= ?"
+# Per list: the highest `entries_upto` of a generation created before the cutoff, never
+# above the current generation's (entries above that are the list in effect).
+_SUPERSEDED_UPTO = (
+    "SELECT g.list_id, min(max(g.entries_upto), c.entries_upto) FROM generations g"
+    " JOIN lists l ON l.id = g.list_id JOIN generations c ON c.id = l.generation"
+    " WHERE g.created_at < ? GROUP BY g.list_id"
+)
+
+
+async def purge(
+    store: Store, config: Config, now: datetime, *, dry_run: bool = False, batch: int = BATCH
+) -> PurgeResult:
+    """Apply `config.retention` at `now`; count only with `dry_run`. Raises StoreError."""
+    cutoffs = Cutoffs.of(config, now)
+    if config.retention.hold:
+        return PurgeResult(held=True, dry_run=dry_run, cutoffs=cutoffs)
+    table = _Purger(store, dry_run, batch)
+    lists = time_text(cutoffs.lists)
+    consents = time_text(cutoffs.consents)
+    entries = 0
+    # Entries before generations: a generation's creation time says when it superseded them.
+    for list_id, upto in await store.fetchall(_SUPERSEDED_UPTO, (lists,)):
+        entries += await table.rows("list_entries", _SUPERSEDED, (int(list_id), int(upto)))
+    return PurgeResult(
+        held=False,
+        dry_run=dry_run,
+        cutoffs=cutoffs,
+        decisions=await table.rows("decisions", _DECISIONS, (time_text(cutoffs.decisions),)),
+        attempts=await table.rows("attempts", _ATTEMPTS, (time_text(cutoffs.attempts),)),
+        consents=await table.rows("consents", _CONSENTS, (consents, consents, time_text(now))),
+        list_entries=entries,
+        # chunks first: they reference their generation
+        generation_chunks=await table.rows("generation_chunks", _CHUNKS, (lists,)),
+        generations=await table.rows("generations", _replaced("t"), (lists,)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Purger:
+    store: Store
+    dry_run: bool
+    batch: int
+
+    async def rows(self, table: str, where: str, params: tuple[Any, ...]) -> int:
+        """Delete (or count) the rows of `table` matching `where`, a batch per transaction."""
+        if self.dry_run:
+            found = await self.store.fetchall(
+                f"SELECT count(*) FROM {table} t WHERE {where}", params
+            )
+            return int(found[0][0])
+        sql = (f"DELETE FROM {table} WHERE rowid IN"
+               f" (SELECT t.rowid FROM {table} t WHERE {where} LIMIT ?)")
+        deleted = 0
+        while True:
+            async with self.store.transaction() as db, db.execute(
+                sql, (*params, self.batch)
+            ) as cur:
+                done = cur.rowcount
+            deleted += done
+            if done < self.batch:
+                return deleted
+            await asyncio.sleep(0)  # let the record writer have the lock between batches
