@@ -21,6 +21,8 @@ from sipguard.policy.model import (
     Membership,
     Reason,
     Step,
+    SubjectRequest,
+    SubjectRight,
 )
 
 NOW = datetime(2026, 6, 1, 15, 0, tzinfo=UTC)
@@ -51,6 +53,17 @@ def consent(
 ) -> Consent:
     return Consent(id, NUMBER, campaign, kind, granted, expires, revoked,
                    "crm" if revoked else None, "form-42")
+
+
+OBJECT, RESTRICT, ERASED = SubjectRight.OBJECT, SubjectRight.RESTRICT, SubjectRight.ERASE
+
+
+def subject(*rights: SubjectRight, consents: tuple[Consent, ...] = (), lifted: bool = False,
+            number: str = NUMBER) -> MemoryFacts:
+    """Facts holding the number's requests of these kinds (and these consents)."""
+    return MemoryFacts((), consents, requests=[
+        SubjectRequest(i, number, right, NOW - DAY, "ticket 4",
+                       NOW - DAY / 2 if lifted else None) for i, right in enumerate(rights, 1)])
 
 
 @dataclass(frozen=True)
@@ -177,6 +190,24 @@ CASES = [
          campaign=REQUIRES, consents=(consent(EBR),)),
     Case("consent not required: consent held but not used", (ALLOW, R.NO_RESTRICTION, "allow"),
          consents=(consent(),)),
+    # data-subject rights: nothing a campaign or a consent says lets the call through
+    Case("objection", (BLOCK, R.SUBJECT_OBJECTION, "subject-rights"),
+         facts=subject(OBJECT)),
+    Case("objection beats express-written consent", (BLOCK, R.SUBJECT_OBJECTION,
+         "subject-rights"), facts=subject(OBJECT, consents=(consent(EW),))),
+    Case("restriction", (BLOCK, R.SUBJECT_RESTRICTED, "subject-rights"),
+         facts=subject(RESTRICT)),
+    Case("restriction and objection: the objection is told", (BLOCK, R.SUBJECT_OBJECTION,
+         "subject-rights"), facts=subject(RESTRICT, OBJECT)),
+    Case("erased", (BLOCK, R.SUBJECT_OBJECTION, "subject-rights"), facts=subject(ERASED)),
+    Case("objection withdrawn", (ALLOW, R.NO_RESTRICTION, "allow"),
+         facts=subject(OBJECT, lifted=True)),
+    Case("objection to another number", (ALLOW, R.NO_RESTRICTION, "allow"),
+         facts=subject(OBJECT, number="+14155550000")),
+    Case("monitor: objection", (FLAG, R.SUBJECT_OBJECTION, "subject-rights"),
+         facts=subject(OBJECT), policy=MONITOR),
+    Case("911 for a number that objected", (ALLOW, R.EMERGENCY, "emergency"),
+         dialled="911", callee=None, facts=subject(OBJECT)),
     # monitor mode: every block becomes a flag, allows stay allows
     Case("monitor: national", (FLAG, R.DNC_NATIONAL, "national-state-dnc"),
          lists=(on(ListKind.NATIONAL),), policy=MONITOR),
@@ -204,8 +235,9 @@ def test_trail_names_every_rule_in_order() -> None:
     decision = decide(Attempt(NUMBER, NUMBER, None, CAMPAIGN, ""), MemoryFacts(), PLAIN, ENFORCE,
                       NOW)
     assert [(s.rule, s.outcome) for s in decision.trail] == [
-        ("emergency", "pass"), ("valid-number", "pass"), ("caller-id", "skip"),
-        ("calling-window", "pass"), ("internal-dnc", "pass"), ("litigator", "pass"),
+        ("emergency", "pass"), ("valid-number", "pass"), ("subject-rights", "pass"),
+        ("caller-id", "skip"), ("calling-window", "pass"), ("internal-dnc", "pass"),
+        ("litigator", "pass"),
         ("national-state-dnc", "pass"), ("stale-list", "pass"), ("reassigned", "skip"),
         ("wireless", "skip"), ("require-consent", "skip"), ("frequency-cap", "skip"),
         ("allow", "allow"),
@@ -219,12 +251,13 @@ def test_override_is_in_the_trail_and_consent_id_reported() -> None:
     step = next(s for s in decision.trail if s.rule == "national-state-dnc")
     assert step.outcome == "override"
     assert "#99" in step.detail
-    assert decision.as_dict()["trail"][6] == step.as_dict()
+    assert decision.as_dict()["trail"][7] == step.as_dict()
 
 
 def test_store_error_keeps_the_trail_so_far() -> None:
     decision = decide(Attempt(NUMBER, NUMBER, None, CAMPAIGN, ""), DOWN, PLAIN, ENFORCE, NOW)
-    assert [s.rule for s in decision.trail] == ["emergency", "valid-number", "caller-id", "store"]
+    # the first rule to ask the store: subject-rights
+    assert [s.rule for s in decision.trail] == ["emergency", "valid-number", "store"]
     assert decision.trail[-1].detail == "disk I/O error"
 
 

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         lists,
         retention,
         serve,
+        subject,
     )
 
     parser = _Parser(prog="sipguard", description="A consent-aware SIP gateway.")
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--config", help="config file (default: $SIPGUARD_CONFIG or config/sipguard.toml)"
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (serve, check, lists, consent, retention, config_cmd):
+    for module in (serve, check, lists, consent, subject, retention, config_cmd):
         module.register(sub)
     return parser
 

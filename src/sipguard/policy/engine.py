@@ -5,7 +5,7 @@ consent overrode it: the pipeline goes on) or an `Outcome` (allow or block: the
 pipeline stops). The order is issue 3's with issue 5's compliance rules inserted where
 `policy/rules.py` says (their adapters are in `policy/rule_steps.py`):
 
-emergency, valid-number, caller-id, calling-window, internal-dnc, litigator,
+emergency, valid-number, subject-rights, caller-id, calling-window, internal-dnc, litigator,
 national-state-dnc, stale-list, reassigned, wireless, require-consent, frequency-cap;
 then allow (`ebr` when an EBR let the call through the DNC lists, `consent` when a
 consent applied, else `no-restriction`). Every rule names its legal or contractual
@@ -43,6 +43,7 @@ from sipguard.policy.model import (
     Facts,
     Reason,
     Step,
+    SubjectRight,
 )
 from sipguard.policy.numbers import emergency_dialled
 from sipguard.policy.pipeline import (
@@ -99,6 +100,28 @@ def valid_number(ctx: Context) -> Step | Outcome:
 _VALID_PASS = shared_step("valid-number", "pass")
 
 
+# -- 3. data-subject rights -----------------------------------------------------------
+# GDPR Art. 21(3): once a subject objects to direct marketing, their data may no longer be
+# processed for it, whatever the campaign or consent; Art. 18: a restricted subject's data
+# may only be stored; Art. 17: an erased subject keeps only the record that stops calls.
+# Asked of every call (the store's "nothing known" shortcut comes later): one dict lookup.
+
+
+def subject_rights(ctx: Context) -> Step | Outcome:
+    callee = ctx.attempt.callee
+    requests = ctx.facts.subject_requests(callee) if callee is not None else ()
+    if not requests:
+        return _SUBJECT_PASS
+    # An objection or erasure outranks a restriction: it does not end by being lifted.
+    request = min(requests, key=lambda r: r.right is SubjectRight.RESTRICT)
+    reason = (Reason.SUBJECT_RESTRICTED if request.right is SubjectRight.RESTRICT
+              else Reason.SUBJECT_OBJECTION)
+    return Outcome(BLOCK, reason, f"{request.right.value} request #{request.id}", dynamic=True)
+
+
+_SUBJECT_PASS = shared_step("subject-rights", "pass")
+
+
 # -- 4. litigator lists ---------------------------------------------------------------
 # A business risk list, not a statute: numbers of serial TCPA plaintiffs. No consent
 # overrides it (the campaign opts in by naming the list).
@@ -121,6 +144,9 @@ def litigator_bare(prep: Prepared, counted: bool) -> Step:
 RULES: tuple[Rule, ...] = (
     Rule("emergency", emergency, "47 U.S.C. 227(b)(1)(A); 47 CFR 64.1200(a)(1)"),
     Rule("valid-number", valid_number, "ITU-T E.164"),
+    Rule("subject-rights", subject_rights,
+         "GDPR Art. 21(2)-(3) (objection to direct marketing), Art. 18 (restriction), "
+         "Art. 17 (erasure); `sipguard subject`"),
     Rule("caller-id", rs.caller_id, "16 CFR 310.4(a)(8); campaign allowed_caller_ids",
          fixed=rs.caller_id_fixed),
     Rule("calling-window", rs.calling_window,

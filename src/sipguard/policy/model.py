@@ -112,6 +112,30 @@ class Consent:
     location_zone: str | None = None  # IANA zone, e.g. "America/Chicago"
 
 
+class SubjectRight(StrEnum):
+    """A data subject's request that stops calls to the number while it is in force."""
+
+    OBJECT = "object"  # GDPR Art. 21(2)-(3): objection to direct marketing (absolute)
+    RESTRICT = "restrict"  # GDPR Art. 18: restriction of processing
+    # GDPR Art. 17: what remains of an erased subject; kept so that the number is never
+    # called again (Art. 17(3)(b), (e): the opt-out must be honoured, claims defended)
+    ERASE = "erase"
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectRequest:
+    """One data-subject request; lifting it (a restriction ended, an objection withdrawn)
+    is a later fact on the same record."""
+
+    id: int
+    number: str
+    right: SubjectRight
+    at: datetime  # when the subject made it
+    source: str  # how it came in: ticket, letter, recording
+    lifted_at: datetime | None = None
+    lift_source: str | None = None
+
+
 class ListMeta(Protocol):
     """What the rules read about a list (its freshness): the store's own row type and
     `ListInfo` below both have it."""
@@ -146,6 +170,10 @@ class Facts(Protocol):
     def memberships(self, number: str) -> Sequence[Membership]: ...
 
     def consents(self, number: str) -> Sequence[Consent]: ...
+
+    def subject_requests(self, number: str) -> Sequence[SubjectRequest]:
+        """The number's data-subject requests in force (objection, restriction, erasure)."""
+        ...
 
     def lists(self) -> Sequence[ListMeta]:
         """Every list the store holds, also those the number is not on (freshness)."""

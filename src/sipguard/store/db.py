@@ -24,7 +24,7 @@ import aiosqlite
 from pyroaring import BitMap64
 
 from sipguard.errors import StoreError
-from sipguard.policy.model import Consent, ConsentType, ListKind
+from sipguard.policy.model import Consent, ConsentType, ListKind, SubjectRequest
 from sipguard.store import schema, sync
 from sipguard.store.codec import (
     bitmap_chunks,
@@ -39,9 +39,11 @@ from sipguard.store.rows import (
     CONSENT_COLUMNS,
     ENTRY_COLUMNS,
     LIST_QUERY,
+    SUBJECT_COLUMNS,
     consent_row,
     entry_row,
     list_info,
+    subject_row,
 )
 
 ImportMode = Literal["replace", "add", "remove"]
@@ -185,7 +187,7 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?)",
                 (name, kind.value, jurisdiction, source or "", time_text(utcnow())),
             )
-            await self._changed("list", list_id)
+            await self.note_change("list", list_id)
             return await self.require_list(name)
         if kind is not None and kind is not info.kind:
             raise StoreError(f"list {name!r} is of kind {info.kind.value!r}, not {kind.value!r}")
@@ -197,11 +199,12 @@ class Store:
                 " source = coalesce(?, source) WHERE id = ?",
                 (jurisdiction, source, info.id),
             )
-            await self._changed("list", info.id)
+            await self.note_change("list", info.id)
             return await self.require_list(name)
         return info
 
-    async def _changed(self, kind: str, ref: int) -> None:
+    async def note_change(self, kind: str, ref: int) -> None:
+        """Log a change for running servers to apply (`sync.refresh`); inside the write."""
         await self.run("INSERT INTO changes (kind, ref) VALUES (?, ?)", (kind, ref))
 
     # -- single entries ----------------------------------------------------------------
@@ -231,7 +234,7 @@ class Store:
                 "INSERT INTO list_entries (list_id, number, op, at, source) VALUES (?, ?, ?, ?, ?)",
                 (info.id, number, op, time_text(when), source),
             )
-            await self._changed("entry", entry_id)
+            await self.note_change("entry", entry_id)
         return Entry(entry_id, info.id, number, op, when, source)
 
     async def entries(self, list_id: int, after: int = 0) -> list[Entry]:
@@ -313,7 +316,7 @@ class Store:
                 await self.run(
                     "DELETE FROM generation_chunks WHERE generation_id = ?", (info.generation,)
                 )
-            await self._changed("list", info.id)
+            await self.note_change("list", info.id)
             await self._dated_entries(info.id, dated, mode, source)
             after = await self.require_list(list_name)
         return ImportResult(after, mode, len(numbers) + len(dated), len(old), len(new))
@@ -352,7 +355,7 @@ class Store:
                     " VALUES (?, ?, ?, ?, ?)",
                     (info.id, number, mode, time_text(now), source or f"import ({mode})"),
                 )
-                await self._changed("entry", entry_id)
+                await self.note_change("entry", entry_id)
 
     # -- consents ----------------------------------------------------------------------
 
@@ -383,7 +386,7 @@ class Store:
                     location_region, location_zone,
                 ),
             )
-            await self._changed("consent", consent_id)
+            await self.note_change("consent", consent_id)
         return Consent(consent_id, number, campaign, type, granted, expires_at, None, None, source,
                        location_region, location_zone)
 
@@ -406,7 +409,7 @@ class Store:
                     "UPDATE consents SET revoked_at = ?, revoke_source = ? WHERE id = ?",
                     (time_text(when), source, consent_id),
                 )
-                await self._changed("consent", consent_id)
+                await self.note_change("consent", consent_id)
         return [c for c in await self.consent_history(number) if c.id in ids]
 
     async def consent_history(self, number: str) -> list[Consent]:
@@ -422,6 +425,16 @@ class Store:
             for batch in _batches(ids)
             for r in await self.fetchall(
                 f"SELECT {CONSENT_COLUMNS} FROM consents WHERE id IN ({_marks(batch)})", batch
+            )
+        ]
+
+    async def subject_requests_by_id(self, ids: Iterable[int]) -> list[SubjectRequest]:
+        return [
+            subject_row(r)
+            for batch in _batches(ids)
+            for r in await self.fetchall(
+                f"SELECT {SUBJECT_COLUMNS} FROM subject_requests WHERE id IN ({_marks(batch)})"
+                " ORDER BY id", batch
             )
         ]
 

@@ -25,7 +25,7 @@ from datetime import datetime
 from pyroaring import BitMap64
 
 from sipguard.errors import StoreError
-from sipguard.policy.model import Consent, ListKind, Membership
+from sipguard.policy.model import Consent, ListKind, Membership, SubjectRequest
 from sipguard.store.codec import NANP_KEY_HIGH, NANP_KEY_LOW, number_key
 
 _NONE: tuple[Membership, ...] = ()
@@ -111,6 +111,7 @@ class Index:
         # overlay needs asking.
         self._overlaid: set[str] = set()
         self._consents: dict[str, tuple[Consent, ...]] = {}
+        self._subjects: dict[str, tuple[SubjectRequest, ...]] = {}  # in force only
         self.seq = 0  # last change-log sequence applied
         self._problems: dict[str, str] = {_READ: "store not loaded"}  # by side, read/write
         self.error: str | None = "store not loaded"  # the first problem: asked per call
@@ -141,6 +142,11 @@ class Index:
         if self.error is not None:
             raise StoreError(self.error)
         return self._consents.get(number, _NO_CONSENT)
+
+    def subject_requests(self, number: str) -> Sequence[SubjectRequest]:
+        if self.error is not None:
+            raise StoreError(self.error)
+        return self._subjects.get(number, ())
 
     # -- health ------------------------------------------------------------------------
 
@@ -221,6 +227,23 @@ class Index:
         self._consents[consent.number] = tuple(
             sorted((*others, consent), key=lambda c: (c.granted_at, c.id))
         )
+
+    def put_subject_request(self, request: SubjectRequest) -> None:
+        """Insert or replace (by id) one request; a lifted one leaves the index."""
+        number = request.number
+        kept = tuple(r for r in self._subjects.get(number, ()) if r.id != request.id)
+        if request.lifted_at is None:
+            kept = (*kept, request)
+        if kept:
+            self._subjects[number] = kept
+        else:
+            self._subjects.pop(number, None)
+
+    def erase_subject(self, number: str) -> None:
+        """Forget a number's consents and requests: its subject was erased, and the store
+        deleted them (the erasure request is put next)."""
+        self._consents.pop(number, None)
+        self._subjects.pop(number, None)
 
     def _install(self, state: _ListState) -> None:
         old = self._lists.get(state.info.id)

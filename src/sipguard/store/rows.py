@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from sipguard.policy.model import Consent, ConsentType, ListKind
+from sipguard.policy.model import Consent, ConsentType, ListKind, SubjectRequest, SubjectRight
 from sipguard.store.codec import text_time
 from sipguard.store.index import Entry, ListInfo
 
@@ -18,6 +18,7 @@ CONSENT_COLUMNS = (
     "location_region, location_zone"
 )
 ENTRY_COLUMNS = "id, list_id, number, op, at, source"
+SUBJECT_COLUMNS = "id, number, kind, at, source, lifted_at, lift_source"
 
 
 def list_info(row: sqlite3.Row) -> ListInfo:
@@ -56,3 +57,10 @@ def consent_row(row: sqlite3.Row) -> Consent:
         location_region=row[9],
         location_zone=row[10],
     )
+
+
+def subject_row(row: sqlite3.Row) -> SubjectRequest:
+    at = text_time(row[3])
+    assert at is not None  # NOT NULL column
+    return SubjectRequest(int(row[0]), str(row[1]), SubjectRight(row[2]), at, str(row[4]),
+                          text_time(row[5]), row[6])

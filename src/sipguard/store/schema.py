@@ -18,6 +18,9 @@ Layout, and why:
 * `consents` keeps every grant; revocation fills `revoked_at` and never deletes.
 * `changes` is the change log a running server follows to refresh its in-memory index.
 * `attempts` and `decisions` are written in batches off the call path.
+* `subject_requests` holds data subjects' objections, restrictions and erasures; lifting
+  one fills `lifted_at`. An erasure deletes the number's other rows and stays, the one
+  record that keeps the number from being called again.
 """
 
 from __future__ import annotations
@@ -114,6 +117,29 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE consents ADD COLUMN location_region TEXT;
     ALTER TABLE consents ADD COLUMN location_zone TEXT
+    """,
+    # 3: data-subject requests (GDPR Art. 17, 18, 21), and a change-log kind for them (the
+    # kind's CHECK cannot be altered in place: the table is rebuilt, its rows kept)
+    """
+    CREATE TABLE subject_requests (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        number TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('object', 'restrict', 'erase')),
+        at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        lifted_at TEXT,
+        lift_source TEXT
+    );
+    CREATE INDEX subject_requests_by_number ON subject_requests (number);
+    CREATE TABLE changes_new (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('list', 'entry', 'consent', 'subject')),
+        ref INTEGER NOT NULL
+    );
+    INSERT INTO changes_new (seq, kind, ref) SELECT seq, kind, ref FROM changes;
+    DROP TABLE changes;
+    ALTER TABLE changes_new RENAME TO changes
     """,
 )
 

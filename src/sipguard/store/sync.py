@@ -19,8 +19,16 @@ from typing import TYPE_CHECKING
 from pyroaring import BitMap64
 
 from sipguard.errors import StoreError
+from sipguard.policy.model import SubjectRight
 from sipguard.store.codec import chunks_bitmap
-from sipguard.store.rows import CONSENT_COLUMNS, LIST_QUERY, consent_row, list_info
+from sipguard.store.rows import (
+    CONSENT_COLUMNS,
+    LIST_QUERY,
+    SUBJECT_COLUMNS,
+    consent_row,
+    list_info,
+    subject_row,
+)
 
 if TYPE_CHECKING:
     from sipguard.store.db import Store
@@ -46,11 +54,15 @@ async def load_index(store: Store, index: Index | None = None) -> Index:
             consent_row(r)
             for r in await store.fetchall(f"SELECT {CONSENT_COLUMNS} FROM consents ORDER BY id")
         ]
+        requests = [subject_row(r) for r in await store.fetchall(
+            f"SELECT {SUBJECT_COLUMNS} FROM subject_requests WHERE lifted_at IS NULL ORDER BY id")]
     bitmaps = await asyncio.to_thread(_deserialize_all, loads)
     for load, bitmap in zip(loads, bitmaps, strict=True):
         index.set_list(load.info, bitmap or BitMap64(), load.entries)
     for consent in consents:
         index.put_consent(consent)
+    for request in requests:
+        index.put_subject_request(request)
     index.seq = seq
     index.mark_healthy()
     return index
@@ -64,7 +76,8 @@ async def refresh(store: Store, index: Index) -> bool:
         )
         if not rows:
             return False
-        refs: dict[str, set[int]] = {"list": set(), "entry": set(), "consent": set()}
+        refs: dict[str, set[int]] = {"list": set(), "entry": set(), "consent": set(),
+                                     "subject": set()}
         for _, kind, ref in rows:
             refs[str(kind)].add(int(ref))
         loads = []
@@ -76,6 +89,7 @@ async def refresh(store: Store, index: Index) -> bool:
                 loads.append(await _read_list(store, info, changed))
         entries = await store.entries_by_id(refs["entry"])
         consents = await store.consents_by_id(refs["consent"])
+        requests = await store.subject_requests_by_id(refs["subject"])
     bitmaps = await asyncio.to_thread(_deserialize_all, loads)
     # From here on: plain assignments on the loop thread, no await in between.
     for load, bitmap in zip(loads, bitmaps, strict=True):
@@ -87,6 +101,10 @@ async def refresh(store: Store, index: Index) -> bool:
         index.apply_entry(entry)
     for consent in consents:
         index.put_consent(consent)
+    for request in requests:
+        if request.right is SubjectRight.ERASE:  # the store deleted the rest of the number's
+            index.erase_subject(request.number)
+        index.put_subject_request(request)
     index.seq = max(int(r[0]) for r in rows)
     return True
 
