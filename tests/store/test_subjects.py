@@ -52,7 +52,7 @@ async def test_an_erasure_cannot_be_recorded_or_lifted_as_a_plain_request(store:
         await subjects.record(store, NUMBER, SubjectRight.ERASE, "x")
     with pytest.raises(StoreError, match="cannot be lifted"):
         await subjects.lift(store, NUMBER, SubjectRight.ERASE, "x")
-    with pytest.raises(StoreError, match="not an E.164 number"):
+    with pytest.raises(StoreError, match=r"not an E\.164 number"):
         await subjects.record(store, "2125551234", SubjectRight.OBJECT, "x")
 
 
