@@ -40,7 +40,7 @@ from pyroaring import BitMap64
 
 from sipguard.app import decision_sinks
 from sipguard.config import CampaignConfig, Config, LogConfig, PolicyConfig
-from sipguard.log import PSEUDONYM_ENV, DecisionLog, Pseudonymizer, configure_logging
+from sipguard.log import PSEUDONYM_ENV, DecisionLog, Pseudonymizer, configure_logging, decision_log
 from sipguard.policy.engine import decide
 from sipguard.policy.facts import MemoryFacts
 from sipguard.policy.gate import Gate
@@ -148,7 +148,7 @@ def time_sinks(config: Config, records: list[DecisionRecord]) -> tuple[float, fl
         store = runner.run(Store.open(Path(tmp) / "bench.db"))
         writer = RecordWriter(store, batch=batch)
         loop = LoopTurns()
-        emit = decision_sinks(config, writer, loop)  # type: ignore[arg-type]
+        emit = decision_sinks(decision_log(config), writer, loop)  # type: ignore[arg-type]
         sinks = flushes = 0.0
         for start in range(0, len(records), batch):
             t = time.process_time()
