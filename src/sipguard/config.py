@@ -305,6 +305,10 @@ class MqttConfig:
     queue_size: int = doc("Decision events kept while the broker is away or slow; beyond it the "
                           "oldest are dropped and counted (mqtt.events_dropped). The store "
                           "keeps every decision regardless.", 100_000)
+    decisions_qos: int = doc("QoS of the decision events: 1 (at least once; CONTRACT §7) or 0 "
+                             "(at most once: about half the CPU per event, and what is in "
+                             "flight when the connection drops is lost; the store keeps it).",
+                             1)
     keepalive: int = doc("Seconds between keep-alives. The broker publishes the last will "
                          "(status offline) when it hears nothing for 1.5 times this.", 30)
 
@@ -618,6 +622,8 @@ def _validate_mqtt(config: Config) -> None:
         raise ConfigError("node.name", f"{node!r} must be one topic level (no '/')")
     if mqtt.queue_size < 1:
         raise ConfigError("mqtt.queue_size", "must be at least 1")
+    if mqtt.decisions_qos not in (0, 1):
+        raise ConfigError("mqtt.decisions_qos", "must be 0 or 1")
     if not 5 <= mqtt.keepalive <= 65535:  # the protocol's field is 16 bits
         raise ConfigError("mqtt.keepalive", "must be between 5 and 65535 seconds")
     if mqtt.tls_ca_file and not mqtt.url.startswith("mqtts://"):

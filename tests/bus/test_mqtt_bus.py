@@ -204,6 +204,27 @@ async def test_decisions_are_published_in_order_with_pseudonyms(running: Running
     assert running.bus.queued == 0
 
 
+async def test_decisions_go_at_most_once_with_qos_0(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    bus = MqttBus(bus_config(mosquitto, tmp_path, decisions_qos=0), None,  # type: ignore[arg-type]
+                  Index(), log=_Log([]), pseudonymize=None)
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as watcher:
+        await watcher.subscribe("acme/sg/gw7/decisions", 1)
+        task = asyncio.create_task(bus.run())
+        try:
+            await _wait(lambda: bus.connected)
+            bus.publish([record(i) for i in range(100)])
+            got = []
+            async for message in watcher.messages:
+                got.append(message)
+                if len(got) == 100:
+                    break
+            assert {m.qos for m in got} == {0}  # delivered at the lower of the two QoS
+            assert bus.published == 100
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_a_full_queue_drops_the_oldest_events_and_says_so_once(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:

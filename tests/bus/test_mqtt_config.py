@@ -23,6 +23,7 @@ from sipguard.store.index import Index
         ({"mqtt": {"enabled": True}, "node": {"name": "gw/1"}}, "node.name"),
         ({"mqtt": {"enabled": True, "queue_size": 0}}, "mqtt.queue_size"),
         ({"mqtt": {"enabled": True, "keepalive": 1}}, "mqtt.keepalive"),
+        ({"mqtt": {"enabled": True, "decisions_qos": 2}}, "mqtt.decisions_qos"),
         ({"mqtt": {"enabled": True, "tls_ca_file": "ca.pem"}}, "mqtt.tls_ca_file"),
     ],
 )
