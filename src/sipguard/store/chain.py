@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -39,6 +40,7 @@ from typing import Any
 GENESIS = bytes(32)
 SALT_BYTES = 16
 _NULL = b"\xff\xff\xff\xff"
+_length = struct.Struct(">I").pack
 _sha256 = hashlib.sha256
 
 
@@ -48,15 +50,15 @@ class BadTrail(ValueError):
 
 def enc(*values: str | None) -> bytes:
     """The unambiguous encoding of a sequence of text values (see the module doc)."""
-    out = bytearray()
+    parts = []
     for value in values:
         if value is None:
-            out += _NULL
+            parts.append(_NULL)
         else:
             data = value.encode()
-            out += len(data).to_bytes(4, "big")
-            out += data
-    return bytes(out)
+            parts.append(_length(len(data)))
+            parts.append(data)
+    return b"".join(parts)
 
 
 def _parse_trail(trail: str) -> list[dict[str, Any]]:
@@ -78,7 +80,7 @@ def _parse_trail(trail: str) -> list[dict[str, Any]]:
 def steps(trail: str) -> bytes:
     """`steps(trail)` of the module doc. Raises BadTrail."""
     parsed = _parse_trail(trail)
-    return len(parsed).to_bytes(4, "big") + b"".join(
+    return _length(len(parsed)) + b"".join(
         enc(s["rule"], s["outcome"]) for s in parsed
     )
 
