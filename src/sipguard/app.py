@@ -340,6 +340,7 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         counter = await rules.load_counter(store, config)
         rules.warn_stale_lists(index, config, log)
         writer = RecordWriter(store, log=log, on_loss=index.recording_lost)
+        checkpoints = rules.Checkpoints(writer, log)
         tally = DecisionTally() if config.metrics.listen else None
         decision_lines = decision_log(config)
         bus = mqtt_bus(config, store, index, decision_lines.pseudonymize) \
@@ -390,6 +391,8 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
             asyncio.create_task(rules.run_housekeeping(counter, index, config, log),
                                 name="rules-housekeeping"),
             asyncio.create_task(rules.run_retention(store, config, log), name="retention"),
+            asyncio.create_task(checkpoints.run(config.audit.checkpoint_every),
+                                name="audit-checkpoints"),
         ]
         if bus is not None:
             tasks.append(asyncio.create_task(bus.run(), name="mqtt-bus"))
@@ -401,6 +404,7 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            checkpoints.log_if_moved()  # the writer's last flush is in: the final head
     log.info("sipguard.stopped")
 
 

@@ -408,6 +408,17 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    checkpoint_every: float = doc(
+        "Seconds between two audit.checkpoint log lines in `serve` (rows chained so far and "
+        "the chain's head), logged only when decisions were written since the last one. "
+        "Keep them outside the machine: `sipguard audit verify --head HEX` proves the chain "
+        "still holds that head (README \"Audit\").",
+        300.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     node: NodeConfig = doc("This gateway.", factory=NodeConfig)
     sip: SipConfig = doc("SIP transports and timers.", factory=SipConfig)
@@ -427,6 +438,7 @@ class Config:
     metrics: MetricsConfig = doc("Optional Prometheus metrics.", factory=MetricsConfig)
     overload: OverloadConfig = doc("Overload protection.", factory=OverloadConfig)
     retention: RetentionConfig = doc("How long personal data is kept.", factory=RetentionConfig)
+    audit: AuditConfig = doc("The tamper-evident decision record.", factory=AuditConfig)
     base_dir: str = doc("Directory relative paths are resolved from (set by the loader).", ".")
 
     def resolve(self, path: str) -> Path:
@@ -579,6 +591,7 @@ def validate(config: Config) -> None:
     _validate_policy(config.policy)
     _validate_overload(config.overload)
     _validate_retention(config.retention)
+    _validate_audit(config.audit)
     if config.metrics.listen:
         split_host_port("metrics.listen", config.metrics.listen)
     if config.mqtt.enabled:
@@ -658,6 +671,11 @@ def _validate_retention(retention: RetentionConfig) -> None:
                               f"must be between 1 and {MAX_RETENTION_DAYS} (days)")
     if retention.purge_every <= 0:
         raise ConfigError("retention.purge_every", "must be positive")
+
+
+def _validate_audit(audit: AuditConfig) -> None:
+    if audit.checkpoint_every <= 0:
+        raise ConfigError("audit.checkpoint_every", "must be positive")
 
 
 def _validate_caps(key: str, caps: tuple[CapConfig, ...]) -> None:

@@ -7,6 +7,9 @@
   logged as a warning (`dnc.list_stale`).
 * Shortly after start and every `retention.purge_every` seconds, the retention policy is
   applied to the store (`sipguard.store.retention`).
+* Every `audit.checkpoint_every` seconds in which decisions were written, and once more on
+  the way out, the decision chain's head is logged (`audit.checkpoint`): shipped off the
+  machine with the log, it is what `sipguard audit verify --head` checks the store against.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from sipguard.policy.model import Facts
 from sipguard.policy.rule_steps import all_caps
 from sipguard.store.db import Store
 from sipguard.store.retention import purge
-from sipguard.store.writer import attempts_since
+from sipguard.store.writer import RecordWriter, attempts_since
 
 PRUNE_EVERY = 1.0  # seconds: a prune then has about a second's expired attempts to drop
 STALE_EVERY = 3600.0
@@ -98,3 +101,28 @@ async def run_retention(store: Store, config: Config, log: Any,
                      took_ms=round((time.monotonic() - started) * 1000, 1),
                      cutoffs=result.cutoffs.as_text())
         await asyncio.sleep(config.retention.purge_every)
+
+
+class Checkpoints:
+    """Logs the record writer's chain tip as `audit.checkpoint` when it moved since the
+    last line (the writer knows the tip: no query)."""
+
+    def __init__(self, writer: RecordWriter, log: Any) -> None:
+        self._writer = writer
+        self._log = log
+        self._logged: int | None = None
+
+    def log_if_moved(self) -> bool:
+        tip = self._writer.tip
+        if tip is None or tip.rows == self._logged:
+            return False
+        self._log.info("audit.checkpoint", rows=tip.rows, head=tip.link.hex(),
+                       decision_id=tip.decision_id)
+        self._logged = tip.rows
+        return True
+
+    async def run(self, every: float) -> None:
+        """Every `every` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(every)
+            self.log_if_moved()

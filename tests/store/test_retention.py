@@ -16,16 +16,19 @@ from sipguard.config import Config, parse_config
 from sipguard.errors import ConfigError
 from sipguard.housekeeping import run_retention
 from sipguard.policy.consent_rules import screen_consents
-from sipguard.policy.model import ConsentType, ListKind
+from sipguard.policy.model import Action, ConsentType, Decision, DecisionRecord, ListKind, Reason
+from sipguard.store.audit import verify
 from sipguard.store.codec import number_key, time_text, utcnow
 from sipguard.store.db import Store
 from sipguard.store.retention import purge
+from sipguard.store.writer import RecordWriter
 
 from .conftest import Cli
 
 NOW = datetime(2031, 6, 1, 12, tzinfo=UTC)
 DAY = timedelta(days=1)
 A, B, C, D, X, Y = (f"+1212555000{i}" for i in range(1, 7))
+BLOCKED = Decision(Action.BLOCK, Reason.DNC_INTERNAL, "internal-dnc", ())
 
 
 def config(**retention: Any) -> Config:
@@ -33,12 +36,14 @@ def config(**retention: Any) -> Config:
 
 
 async def add_decision(store: Store, decision_id: str, ts: datetime) -> None:
-    await store.run(
-        "INSERT INTO decisions (decision_id, ts, call_id, campaign, callee, caller, action,"
-        " reason, rule, trail) VALUES (?, ?, 'c', 'default', ?, NULL, 'allow',"
-        " 'no-restriction', 'default', '[]')",
-        (decision_id, time_text(ts), A),
-    )
+    """Through a record writer (the only way in: rows need their chain link)."""
+    writer = RecordWriter(store)
+    writer.submit([DecisionRecord(
+        decision_id=decision_id, ts=ts, node="gw1", call_id="c", campaign="default",
+        callee=A, callee_raw=A, caller=None, source="udp:127.0.0.1:5070", decision=BLOCKED,
+        latency_us=1,
+    )])
+    assert await writer.flush() == 1
 
 
 async def add_attempt(store: Store, at: datetime) -> None:
@@ -204,6 +209,8 @@ async def test_more_rows_than_a_batch(store: Store, rows: int) -> None:
     result = await purge(store, config(), NOW, batch=5)
     assert (result.decisions, result.attempts) == (rows, rows)
     assert await count(store, "decisions") == 1 and await count(store, "attempts") == 0
+    chain = await verify(store)  # each batch moved the anchor: what is left still verifies
+    assert chain.ok and chain.rows == 1, chain.detail
 
 
 def append(config_file: Path, text: str) -> None:

@@ -149,7 +149,9 @@ async def test_rows_of_decision_records(store: Store) -> None:
         record(4, ALLOWED, callee=None),
     ])
     assert await writer.flush() == 6
-    rows = await store.fetchall("SELECT * FROM decisions ORDER BY decision_id")
+    rows = await store.fetchall(
+        "SELECT decision_id, ts, call_id, campaign, callee, caller, action, reason, rule, trail"
+        " FROM decisions ORDER BY decision_id")
     trail = ('[{"rule":"valid-number","outcome":"pass","detail":""},'
              '{"rule":"default","outcome":"allow","detail":"a \\"quoted\\" \\u00e9"}]')
     assert [tuple(r) for r in rows] == [
@@ -163,6 +165,9 @@ async def test_rows_of_decision_records(store: Store) -> None:
         ("gw1-00000004", "2026-05-01T12:00:00+00:00", "call-4", "default", None, None,
          "allow", "no-restriction", "default", trail),
     ]
+    chained = await store.fetchall("SELECT salt, personal, link FROM decisions")
+    assert [tuple(map(len, r)) for r in chained] == [(16, 32, 32)] * 4
+    assert len({bytes(r[0]) for r in chained}) == 4  # a salt of its own per row
     attempts = await store.fetchall("SELECT number, campaign, at, call_id FROM attempts")
     assert [tuple(r) for r in attempts] == [
         ("+12025550100", "default", "2026-05-01T12:00:00+00:00", "call-1"),

@@ -11,10 +11,20 @@ from pathlib import Path
 import pytest
 
 from sipguard.errors import StoreError
-from sipguard.policy.model import ConsentType, ListKind, SubjectRight
+from sipguard.policy.model import (
+    Action,
+    ConsentType,
+    Decision,
+    DecisionRecord,
+    ListKind,
+    Reason,
+    SubjectRight,
+)
 from sipguard.store import schema, subjects
+from sipguard.store.audit import verify
 from sipguard.store.db import Store
 from sipguard.store.sync import load_index, refresh
+from sipguard.store.writer import RecordWriter
 
 from .conftest import Cli
 
@@ -60,14 +70,13 @@ async def _hold_data(store: Store, number: str) -> None:
     await store.grant_consent(number, "default", ConsentType.EXPRESS, "form 1")
     await store.add_entry("internal", number, "add", source="opt-out", kind=ListKind.INTERNAL)
     await subjects.record(store, number, SubjectRight.RESTRICT, "ticket")
-    ts = datetime(2026, 6, 1, 12, tzinfo=UTC).isoformat()
-    async with store.transaction() as db:
-        await db.execute("INSERT INTO attempts (number, campaign, at, call_id) VALUES "
-                         "(?, 'default', ?, ?)", (number, ts, f"call-{number}"))
-        await db.execute(
-            "INSERT INTO decisions (decision_id, ts, call_id, campaign, callee, caller, action,"
-            " reason, rule, trail) VALUES (?, ?, ?, 'default', ?, NULL, 'allow',"
-            " 'no-restriction', 'allow', '[]')", (f"d-{number}", ts, f"call-{number}", number))
+    at = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    writer = RecordWriter(store)  # decisions only enter the store linked into its chain
+    writer.submit([DecisionRecord(
+        decision_id=f"d-{number}", ts=at, node="gw", call_id=f"call-{number}",
+        campaign="default", callee=number, callee_raw=number, caller=None, source="udp:x",
+        decision=Decision(Action.ALLOW, Reason.NO_RESTRICTION, "allow", ()), latency_us=5)])
+    assert await writer.flush() == 2  # the decision and the attempt it counts
 
 
 async def test_an_erasure_deletes_the_subject_s_data_and_keeps_what_stops_calls(
@@ -95,6 +104,9 @@ async def test_an_erasure_deletes_the_subject_s_data_and_keeps_what_stops_calls(
                           (f"d-{NUMBER}",)).fetchone() == ("no-restriction",)
         assert db.execute("SELECT count(*) FROM consents WHERE number = ?",
                           (OTHER,)).fetchone()[0] == 1
+    # the decision records still prove what was decided: the chain verifies
+    checked = await verify(store)
+    assert checked.ok and checked.redacted == 1, checked
     # a running server forgets the consents and blocks the number from now on
     assert await refresh(store, index)
     assert not index.consents(NUMBER) and index.consents(OTHER)

@@ -25,6 +25,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     # Late: the sub-command modules import `add_config_option` from this package.
     from sipguard.cli import (  # noqa: PLC0415
+        audit,
         check,
         config_cmd,
         consent,
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--config", help="config file (default: $SIPGUARD_CONFIG or config/sipguard.toml)"
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (serve, check, lists, consent, subject, retention, config_cmd):
+    for module in (serve, check, lists, consent, subject, audit, retention, config_cmd):
         module.register(sub)
     return parser
 

@@ -2,8 +2,11 @@
 
 What goes, each once older than its cutoff (`cutoffs`):
 
-* `decisions` by `ts`, and `attempts` by `at` (these only as far back as the longest
-  frequency cap counts, at least a day: the decisions hold the same calls as evidence);
+* `decisions` by `ts`, as a prefix of their hash chain: the oldest rows, up to the first
+  one young enough to keep, each batch moving the chain's anchor to its last row
+  (`sipguard.store.audit.purge_decisions`);
+* `attempts` by `at`, only as far back as the longest frequency cap counts, at least a
+  day (the decisions hold the same calls as evidence);
 * `consents` that ended (revoked or expired) before the cutoff. A consent in force is
   never deleted. Nor is a revoked one whose revocation may still void a consent in force:
   `policy.consent_rules` lets a revocation void other consents of the number granted
@@ -33,6 +36,7 @@ from typing import Any
 from sipguard.config import Config
 from sipguard.policy.caps import required_horizon
 from sipguard.policy.rule_steps import all_caps
+from sipguard.store.audit import purge_decisions
 from sipguard.store.codec import time_text
 from sipguard.store.db import Store
 
@@ -96,7 +100,6 @@ class PurgeResult:
 
 
 # Each: the rows of a table (aliased `t`) that may go, given its parameters.
-_DECISIONS = "t.ts < ?"
 _ATTEMPTS = "t.at < ?"
 _CONSENTS = (
     "(t.revoked_at < ? OR t.expires_at < ?)"
@@ -144,7 +147,8 @@ async def purge(
         held=False,
         dry_run=dry_run,
         cutoffs=cutoffs,
-        decisions=await table.rows("decisions", _DECISIONS, (time_text(cutoffs.decisions),)),
+        decisions=await purge_decisions(store, time_text(cutoffs.decisions), batch=batch,
+                                        dry_run=dry_run),
         attempts=await table.rows("attempts", _ATTEMPTS, (time_text(cutoffs.attempts),)),
         consents=await table.rows("consents", _CONSENTS, (consents, consents, time_text(now))),
         list_entries=entries,

@@ -17,7 +17,8 @@ Layout, and why:
   generation's `entries_upto` apply over the bitmap; a replace supersedes older ones.
 * `consents` keeps every grant; revocation fills `revoked_at` and never deletes.
 * `changes` is the change log a running server follows to refresh its in-memory index.
-* `attempts` and `decisions` are written in batches off the call path.
+* `attempts` and `decisions` are written in batches off the call path; `decisions` is a
+  hash chain in rowid order, anchored in `audit_chain` (`sipguard.store.chain`).
 * `subject_requests` holds data subjects' objections, restrictions and erasures; lifting
   one fills `lifted_at`. An erasure deletes the number's other rows and stays, the one
   record that keeps the number from being called again.
@@ -118,7 +119,31 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE consents ADD COLUMN location_region TEXT;
     ALTER TABLE consents ADD COLUMN location_zone TEXT
     """,
-    # 3: data-subject requests (GDPR Art. 17, 18, 21), and a change-log kind for them (the
+    # 3: the decisions' hash chain (sipguard.store.chain): per row a random salt, the digest
+    # of its personal fields and its link; `audit_chain` holds the chain's anchor (the link
+    # of the last row a purge deleted, at first the genesis value of 32 zero bytes) and
+    # the rows ever appended and purged. Rows from before this migration keep a NULL link
+    # (they precede the chain); the trigger refuses any new row without a link, so only
+    # the record writer, which computes it, can add decisions.
+    """
+    ALTER TABLE decisions ADD COLUMN salt BLOB;
+    ALTER TABLE decisions ADD COLUMN personal BLOB;
+    ALTER TABLE decisions ADD COLUMN link BLOB;
+    CREATE TABLE audit_chain (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        anchor BLOB NOT NULL,
+        anchor_rowid INTEGER NOT NULL,
+        appended INTEGER NOT NULL,
+        purged INTEGER NOT NULL
+    );
+    INSERT INTO audit_chain (id, anchor, anchor_rowid, appended, purged)
+        VALUES (1, zeroblob(32), 0, 0, 0);
+    CREATE TRIGGER decisions_need_a_link BEFORE INSERT ON decisions WHEN NEW.link IS NULL
+    BEGIN
+        SELECT RAISE(ABORT, 'a decision row needs its chain link (the record writer adds it)');
+    END
+    """,
+    # 4: data-subject requests (GDPR Art. 17, 18, 21), and a change-log kind for them (the
     # kind's CHECK cannot be altered in place: the table is rebuilt, its rows kept)
     """
     CREATE TABLE subject_requests (
@@ -172,5 +197,14 @@ async def migrate(db: aiosqlite.Connection) -> int:
 
 
 def _statements(script: str) -> list[str]:
-    """Split a migration into statements (migrations hold no ';' inside literals)."""
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Split a migration into statements. Pieces between ';' are joined until SQLite says
+    they make a complete statement: a trigger's body holds ';' of its own."""
+    statements, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):  # incomplete SQL: executing it lets SQLite say what is wrong
+        statements.append(pending.strip())
+    return [s for s in statements if s != ";"]

@@ -5,10 +5,10 @@
   `lifted_at` (the history stays, as consents' does).
 * An erasure (Art. 17) deletes, in one transaction, the number's consents, single list
   entries, counted attempts and other requests, and takes the number out of the decision
-  records (`redact_decisions`); what stays is one `erase` request, the record that keeps
-  the number from being called again (Art. 17(3)(b) and (e): an opt-out must be honoured,
-  and a complaint answered). The number stays in bulk list copies (a national registry
-  is not data sipguard holds about its subject).
+  records (`audit.redact_rows`: the hash chain still verifies). What stays is one `erase`
+  request, the record that keeps the number from being called again (Art. 17(3)(b), (e):
+  an opt-out must be honoured, and a complaint answered). The number stays in bulk list
+  copies (a national registry is not data sipguard holds about its subject).
 * An export (Art. 15, 20) is everything the store holds about the number, as JSON.
 
 Each write logs a `subject` change, so a running server applies it before the command
@@ -23,6 +23,7 @@ from typing import Any
 
 from sipguard.errors import StoreError
 from sipguard.policy.model import SubjectRequest, SubjectRight
+from sipguard.store.audit import redact_rows
 from sipguard.store.codec import number_key, time_text, utcnow
 from sipguard.store.db import Store
 from sipguard.store.rows import (
@@ -97,21 +98,11 @@ async def erase(
         for table in ("consents", "list_entries", "attempts", "subject_requests"):
             async with db.execute(f"DELETE FROM {table} WHERE number = ?", (number,)) as cur:
                 deleted[table] = cur.rowcount
-        redacted = await redact_decisions(store, number)
+        redacted = await redact_rows(db, number)
         request_id = await _insert(store, number, SubjectRight.ERASE, source, when)
     return Erasure(SubjectRequest(request_id, number, SubjectRight.ERASE, when, source),
                    deleted["consents"], deleted["list_entries"], deleted["attempts"],
                    deleted["subject_requests"], redacted)
-
-
-async def redact_decisions(store: Store, number: str) -> int:
-    """Take `number` out of the decision records (inside the caller's transaction): who was
-    called, and by which Call-ID (a CDR would name the number), go; why stays."""
-    async with store.db.execute(
-        "UPDATE decisions SET callee = NULL, caller = NULL, call_id = ''"
-        " WHERE callee = ? OR caller = ?", (number, number),
-    ) as cur:
-        return int(cur.rowcount)
 
 
 async def history(store: Store, number: str) -> list[SubjectRequest]:

@@ -15,6 +15,15 @@ row `store.records_dropped`, and the flush that works again `store.write_recover
 `on_loss(why)` is told when rows start being lost and `on_loss(None)` when the store takes
 them again: the app makes new calls `store-unavailable` in between (a call placed then
 would leave no record; `on_store_error` says whether it is refused or flagged).
+
+Each flush also extends the decisions' hash chain (`sipguard.store.chain`): in row order,
+a salt, personal digest and link per row, from the chain's tip. The tip is kept in
+memory (`tip`, what `serve` logs as `audit.checkpoint`) and read from the store in the
+write's own transaction when it is not known: at start, and after any write that did not
+end in a commit. Links are made anew on each attempt, from the last committed tip, so a
+retried batch links the same rows the same way and rows dropped while the store was down
+simply never enter the chain. A failed COMMIT may still have landed; the re-read after it
+also leaves out rows whose decision id is stored already.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -29,16 +39,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from itertools import chain
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import aiosqlite
 import structlog
 
 from sipguard.errors import StoreError
 from sipguard.policy.model import Action, Decision, DecisionRecord, Step
+from sipguard.store.audit import count_appended, read_tip, stored_ids
+from sipguard.store.chain import SALT_BYTES, ChainTip, link, personal_digest
 from sipguard.store.codec import text_time, time_text
 from sipguard.store.db import Store
 
-Params = tuple[str | None, ...]
+Params = tuple[str | bytes | None, ...]
+# A queued decisions row: decision_id, ts, call_id, campaign, callee, caller, action,
+# reason, rule, trail (its salt, personal digest and link are added when it is written).
+DecisionParams = tuple[str, str, str, str, str | None, str | None, str, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +66,9 @@ class _Table:
 
 
 _DECISIONS = _Table(
-    "INSERT OR IGNORE INTO decisions (decision_id, ts, call_id, campaign, callee, caller,"
-    " action, reason, rule, trail) VALUES ",
-    10,
+    "INSERT INTO decisions (decision_id, ts, call_id, campaign, callee, caller,"
+    " action, reason, rule, trail, salt, personal, link) VALUES ",
+    13,
 )
 _ATTEMPTS = _Table("INSERT INTO attempts (number, campaign, at, call_id) VALUES ", 4)
 Row = tuple[_Table, Params]
@@ -60,7 +76,7 @@ KEPT = 4096  # trails and steps kept by TrailJson, each
 # Rows per INSERT. sqlite3 releases the GIL around every statement step, so one step per
 # row made the writer thread and the event loop trade the GIL (and futex calls) for each
 # row; one step per CHUNK rows does it once. 64 x 10 parameters stays far below SQLite's
-# 32,766 (SQLITE_MAX_VARIABLE_NUMBER since 3.32).
+# 32,766 (SQLITE_MAX_VARIABLE_NUMBER since 3.32) with 13 columns.
 CHUNK = 64
 REPORT_EVERY = 10.0  # seconds between store.write_failed lines while the store stays down
 T = TypeVar("T")
@@ -146,6 +162,12 @@ class RecordWriter:
         self._failing_since: float | None = None
         self._reported_at = 0.0
         self._losing = False
+        self._tip: ChainTip | None = None
+
+    @property
+    def tip(self) -> ChainTip | None:
+        """The chain's newest end as last committed (None until this writer wrote)."""
+        return self._tip
 
     def submit(self, records: Iterable[DecisionRecord]) -> None:
         """Queue the rows of these decisions (from the event loop thread; never awaits).
@@ -247,7 +269,18 @@ class RecordWriter:
         by_table: dict[_Table, list[Params]] = {}
         for table, params in rows:
             by_table.setdefault(table, []).append(params)
+        # Unknown until this write commits: a failure or a cancellation at any await below
+        # leaves it to be read again from what the store holds.
+        tip, self._tip = self._tip, None
         async with self.store.transaction() as db:
+            if tip is None:
+                tip = await read_tip(db)
+                if _DECISIONS in by_table:
+                    by_table[_DECISIONS] = await _unstored(db, by_table[_DECISIONS])
+            if by_table.get(_DECISIONS):
+                by_table[_DECISIONS], tip = _linked(
+                    cast(list[DecisionParams], by_table[_DECISIONS]), tip)
+                await count_appended(db, len(by_table[_DECISIONS]))
             for table, params_list in by_table.items():
                 whole = len(params_list) - len(params_list) % CHUNK
                 if whole:
@@ -259,6 +292,27 @@ class RecordWriter:
                     rest = params_list[whole:]
                     await db.execute(_insert(table, len(rest)),
                                      tuple(chain.from_iterable(rest)))
+        self._tip = tip
+
+
+def _linked(rows: list[DecisionParams], tip: ChainTip) -> tuple[list[Params], ChainTip]:
+    """The rows with their salt, personal digest and link, in order, and the new tip."""
+    salts = os.urandom(SALT_BYTES * len(rows))  # one call: a syscall per row costs more
+    head = tip.link
+    out: list[Params] = []
+    for i, row in enumerate(rows):
+        decision_id, ts, call_id, campaign, callee, caller, action, reason, rule, trail = row
+        salt = salts[i * SALT_BYTES : (i + 1) * SALT_BYTES]
+        personal = personal_digest(salt, callee, caller, call_id, trail)
+        head = link(head, decision_id, ts, campaign, action, reason, rule, trail, personal)
+        out.append((*row, salt, personal, head))
+    return out, ChainTip(head, tip.rows + len(rows), rows[-1][0])
+
+
+async def _unstored(db: aiosqlite.Connection, rows: list[Params]) -> list[Params]:
+    """The rows whose decision id the store does not hold yet."""
+    stored = await stored_ids(db, [cast(str, r[0]) for r in rows])
+    return [r for r in rows if r[0] not in stored] if stored else rows
 
 
 @lru_cache(maxsize=2 * CHUNK)
