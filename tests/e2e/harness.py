@@ -813,10 +813,12 @@ def _last_stat_row(path: Path) -> dict[str, str]:
 
 
 class Mosquitto:
-    """A private Mosquitto broker on a free 127.0.0.1 port, anonymous, no persistence."""
+    """A private Mosquitto broker on a free 127.0.0.1 port, anonymous, no persistence;
+    with `tls=(certificate, key)` (PEM files) it speaks MQTT over TLS only."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None) -> None:
         self.workdir = workdir
+        self.tls = tls
         workdir.mkdir(parents=True, exist_ok=True)
         self.host = HOST
         self.port = free_port()
@@ -826,11 +828,12 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 5.0) -> Mosquitto:
+        tls = "" if self.tls is None else f"certfile {self.tls[0]}\nkeyfile {self.tls[1]}\n"
         self.config_path.write_text(
-            f"listener {self.port} {self.host}\n"
+            f"listener {self.port} {self.host}\n{tls}"
             "allow_anonymous true\n"
             "persistence false\n"
             "log_dest stderr\n"
