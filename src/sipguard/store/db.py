@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 from pyroaring import BitMap64
@@ -47,6 +47,7 @@ from sipguard.store.rows import (
 )
 
 ImportMode = Literal["replace", "add", "remove"]
+T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
 
 @dataclass(frozen=True, slots=True)
@@ -420,32 +421,24 @@ class Store:
         return [consent_row(r) for r in rows]
 
     async def consents_by_id(self, ids: Iterable[int]) -> list[Consent]:
-        return [
-            consent_row(r)
-            for batch in _batches(ids)
-            for r in await self.fetchall(
-                f"SELECT {CONSENT_COLUMNS} FROM consents WHERE id IN ({_marks(batch)})", batch
-            )
-        ]
+        return await self._by_id(f"SELECT {CONSENT_COLUMNS} FROM consents", ids, consent_row)
 
     async def subject_requests_by_id(self, ids: Iterable[int]) -> list[SubjectRequest]:
-        return [
-            subject_row(r)
-            for batch in _batches(ids)
-            for r in await self.fetchall(
-                f"SELECT {SUBJECT_COLUMNS} FROM subject_requests WHERE id IN ({_marks(batch)})"
-                " ORDER BY id", batch
-            )
-        ]
+        return await self._by_id(f"SELECT {SUBJECT_COLUMNS} FROM subject_requests", ids,
+                                 subject_row)
 
     async def entries_by_id(self, ids: Iterable[int]) -> list[Entry]:
+        return await self._by_id(f"SELECT {ENTRY_COLUMNS} FROM list_entries", ids, entry_row)
+
+    async def _by_id(
+        self, select: str, ids: Iterable[int], decode: Callable[[sqlite3.Row], T]
+    ) -> list[T]:
+        """The rows `select` (a SELECT ... FROM table) finds by id, in id order, decoded."""
         return [
-            entry_row(r)
+            decode(r)
             for batch in _batches(ids)
             for r in await self.fetchall(
-                f"SELECT {ENTRY_COLUMNS} FROM list_entries"
-                f" WHERE id IN ({_marks(batch)}) ORDER BY id",
-                batch,
+                f"{select} WHERE id IN ({_marks(batch)}) ORDER BY id", batch
             )
         ]
 
