@@ -85,3 +85,10 @@ def test_what_is_not_a_json_object_is_rejected_without_an_id(payload: bytes) -> 
     with pytest.raises(Rejected) as caught:
         parse("dnc", payload, "US")
     assert caught.value.id is None
+
+
+def test_an_oversized_message_is_refused_unread() -> None:
+    fields = {"id": "a", "op": "add", "list": "internal", "number": "+12125551234",
+              "source": "x" * 20_000}
+    with pytest.raises(Rejected, match="a control message is at most 16384"):
+        parse("dnc", json.dumps(fields).encode(), "US")

@@ -26,6 +26,9 @@ from sipguard.store.sync import sync_now
 
 Topic = Literal["dnc", "consent"]
 MAX_ID = 200  # characters: an id is echoed and remembered, not a place for a payload
+# A command is a few hundred bytes; a bigger payload is refused unread, so a stray or
+# hostile message cannot hold the event loop in a JSON parser.
+MAX_PAYLOAD = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,8 @@ _ALWAYS = frozenset({"id", "op", "number", "source"})
 def parse(topic: Topic, payload: bytes, region: str) -> Command:
     """The command a control message carries; `Rejected` saying what is wrong otherwise.
     Numbers are read as the CLI reads them (E.164, or national in `region`)."""
+    if len(payload) > MAX_PAYLOAD:
+        raise Rejected(f"{len(payload)} bytes: a control message is at most {MAX_PAYLOAD}")
     try:
         data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
