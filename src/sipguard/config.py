@@ -300,7 +300,7 @@ class MqttConfig:
     username: str = doc("Broker user; the password comes from SIPGUARD_MQTT_PASSWORD.", "")
     tls_ca_file: str = doc("With mqtts://: the CA certificates (PEM) that sign the broker's "
                            "certificate; empty means the system's.", "")
-    control: bool = doc("Subscribe to {prefix}/control/dnc and {prefix}/control/consent and "
+    control: bool = doc("Subscribe to {prefix}/control/dnc, /consent and /subject and "
                         "apply what arrives; false publishes only.", True)
     queue_size: int = doc("Decision events kept while the broker is away or slow; beyond it the "
                           "oldest are dropped and counted (mqtt.events_dropped). The store "

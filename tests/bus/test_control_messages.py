@@ -8,11 +8,20 @@ from typing import Any
 
 import pytest
 
-from sipguard.bus.control import ConsentGrant, ConsentRevoke, DncChange, Rejected, Topic, parse
-from sipguard.policy.model import ConsentType, ListKind
+from sipguard.bus.control import (
+    Command,
+    ConsentGrant,
+    ConsentRevoke,
+    DncChange,
+    Rejected,
+    SubjectChange,
+    Topic,
+    parse,
+)
+from sipguard.policy.model import ConsentType, ListKind, SubjectRight
 
 
-def message(topic: Topic, **fields: Any) -> DncChange | ConsentGrant | ConsentRevoke:
+def message(topic: Topic, **fields: Any) -> Command:
     return parse(topic, json.dumps(fields).encode(), "US")
 
 
@@ -42,7 +51,21 @@ def test_a_consent_grant_and_revoke_are_read_whole() -> None:
     assert revoke == ConsentRevoke("c2", "+12125551234", None, "sms STOP", None)
 
 
+def test_subject_requests_are_read_with_the_right_they_concern() -> None:
+    change = message("subject", id="s1", op="withdraw", number="2125551234", source="phone",
+                     at="2026-11-28T10:00:00Z")
+    assert change == SubjectChange("s1", "withdraw", "+12125551234", "phone",
+                                   datetime(2026, 11, 28, 10, tzinfo=UTC))
+    assert isinstance(change, SubjectChange)
+    assert (change.right, change.ends) == (SubjectRight.OBJECT, True)
+    restrict = message("subject", id="s2", op="restrict", number="+12125551234", source="x")
+    assert isinstance(restrict, SubjectChange)
+    assert (restrict.right, restrict.ends) == (SubjectRight.RESTRICT, False)
+
+
 @pytest.mark.parametrize(("topic", "fields", "says"), [
+    ("subject", {"id": "a", "op": "erase", "number": "+12125551234", "source": "x"},
+     "'op' must be one of lift, object, restrict, withdraw"),
     ("dnc", {"op": "add", "list": "internal", "number": "+12125551234", "source": "x"},
      "'id' must be"),
     ("dnc", {"id": "a", "op": "delete", "list": "internal", "number": "+12125551234",

@@ -138,6 +138,20 @@ async def test_consent_is_granted_then_revoked(running: Running) -> None:
     assert consent.revoked_at is not None and consent.revoke_source == "sms STOP"
 
 
+async def test_an_objection_blocks_from_the_answer_on_and_a_withdrawal_ends_it(
+    running: Running,
+) -> None:
+    answer = await running.send("subject", {"id": "s1", "op": "object", "number": NUMBER,
+                                            "source": "crm ticket 7"})
+    assert answer["status"] == "applied" and answer["topic"] == "subject", answer
+    (request,) = running.index.subject_requests(NUMBER)
+    assert (request.right.value, request.source) == ("object", "crm ticket 7")
+    answer = await running.send("subject", {"id": "s2", "op": "withdraw", "number": NUMBER,
+                                            "source": "by phone"})
+    assert answer["detail"] == "1 object request(s) ended", answer
+    assert not running.index.subject_requests(NUMBER)
+
+
 async def test_a_redelivered_id_is_answered_again_but_applied_once(running: Running) -> None:
     message = {"id": "m1", "op": "add", "list": "internal", "number": NUMBER, "source": "x"}
     assert (await running.send("dnc", message))["status"] == "applied"

@@ -5,7 +5,9 @@ topic carries it back). `parse` is plain code: every field is checked the way th
 checks its options, unknown fields included, so that a typo such as `"expire"` is refused
 rather than granting a consent that never ends. `apply` writes through the same `Store`
 methods as `sipguard dnc` / `sipguard consent` and brings the in-memory index up to date
-before it returns: the very next call to the number is decided with the change.
+before it returns: the very next call to the number is decided with the change. The
+`subject` topic records or ends objections and restrictions (GDPR Art. 21, 18) as
+`sipguard subject` does; erasure is left to that command.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from typing import Any, ClassVar, Literal
 
 from sipguard.errors import SipguardError
 from sipguard.policy.geo import subscriber_address
-from sipguard.policy.model import ConsentType, ListKind
+from sipguard.policy.model import ConsentType, ListKind, SubjectRight
+from sipguard.store import subjects
 from sipguard.store.codec import parse_user_time, utcnow
 from sipguard.store.db import Store
 from sipguard.store.importer import normalize_number
 from sipguard.store.index import Index
 from sipguard.store.sync import sync_now
 
-Topic = Literal["dnc", "consent"]
+Topic = Literal["dnc", "consent", "subject"]
 MAX_ID = 200  # characters: an id is echoed and remembered, not a place for a payload
 # A command is a few hundred bytes; a bigger payload is refused unread, so a stray or
 # hostile message cannot hold the event loop in a JSON parser.
@@ -66,7 +69,28 @@ class ConsentRevoke:
     at: datetime | None
 
 
-Command = DncChange | ConsentGrant | ConsentRevoke
+@dataclass(frozen=True, slots=True)
+class SubjectChange:
+    """An objection or restriction recorded (`object`, `restrict`) or ended (`withdraw`,
+    `lift`). Erasure is not taken here: it deletes for good, so it stays a deliberate
+    `sipguard subject erase --yes`."""
+
+    id: str
+    op: Literal["object", "withdraw", "restrict", "lift"]
+    number: str
+    source: str
+    at: datetime | None
+
+    @property
+    def right(self) -> SubjectRight:
+        return SubjectRight.OBJECT if self.op in ("object", "withdraw") else SubjectRight.RESTRICT
+
+    @property
+    def ends(self) -> bool:
+        return self.op in ("withdraw", "lift")
+
+
+Command = DncChange | ConsentGrant | ConsentRevoke | SubjectChange
 
 
 class Rejected(Exception):
@@ -85,6 +109,10 @@ _FIELDS: dict[tuple[Topic, str], tuple[frozenset[str], frozenset[str]]] = {
     ("consent", "grant"): (frozenset({"campaign", "type"}),
                            frozenset({"expires", "granted_at", "state", "zone"})),
     ("consent", "revoke"): (frozenset(), frozenset({"campaign", "at"})),
+    ("subject", "object"): (frozenset(), frozenset({"at"})),
+    ("subject", "withdraw"): (frozenset(), frozenset({"at"})),
+    ("subject", "restrict"): (frozenset(), frozenset({"at"})),
+    ("subject", "lift"): (frozenset(), frozenset({"at"})),
 }
 _ALWAYS = frozenset({"id", "op", "number", "source"})
 
@@ -136,6 +164,8 @@ def _command(topic: Topic, data: dict[str, Any], id: str, region: str) -> Comman
         list_name = fields["list"] or ""
         return DncChange(id, "add" if op == "add" else "remove", list_name, number, source,
                          _time(fields, "at"), ListKind.of_list(list_name, kind))
+    if topic == "subject":
+        return SubjectChange(id, op, number, source, _time(fields, "at"))
     if op == "grant":
         kind = fields["type"] or ""
         if kind not in ConsentType._value2member_map_:
@@ -184,9 +214,17 @@ async def apply(store: Store, index: Index, command: Command) -> str:
             granted_at=granted, expires_at=command.expires,
             location_region=command.region, location_zone=command.zone)
         done = f"consent {record.id} granted for campaign {command.campaign!r}"
-    else:
+    elif isinstance(command, ConsentRevoke):
         revoked = await store.revoke_consent(command.number, command.campaign, command.source,
                                              at=command.at)
         done = f"{len(revoked)} consent(s) revoked"
+    elif command.ends:
+        ended = await subjects.lift(store, command.number, command.right, command.source,
+                                    at=command.at)
+        done = f"{len(ended)} {command.right.value} request(s) ended"
+    else:
+        request = await subjects.record(store, command.number, command.right, command.source,
+                                        at=command.at)
+        done = f"{command.right.value} request {request.id} recorded"
     await sync_now(store, index)
     return done

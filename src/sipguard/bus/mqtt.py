@@ -1,4 +1,5 @@
-"""The MQTT edge (CONTRACT §7): decision events and status out, opt-outs and consent in.
+"""The MQTT edge (CONTRACT §7): decision events and status out; opt-outs, consent and
+data-subject requests in.
 
 Nothing here is on the call path. The decision sinks hand `publish(records)` a loop
 turn's decisions: an append to a bounded deque, nothing else. `run()` (a task the app
@@ -62,7 +63,7 @@ class Topics:
     def of(cls, prefix: str, node: str) -> Topics:
         return cls(f"{prefix}/{node}/decisions", f"{prefix}/{node}/status",
                    f"{prefix}/{node}/control/result",
-                   {f"{prefix}/control/dnc": "dnc", f"{prefix}/control/consent": "consent"})
+                   {f"{prefix}/control/{topic}": topic for topic in ("dnc", "consent", "subject")})
 
 
 class MqttBus:
