@@ -108,6 +108,20 @@ async def test_ended_consents_go_in_force_ones_stay(store: Store) -> None:
     assert await store.consent_history(C) == []
 
 
+async def test_an_ebr_ends_with_its_longest_term(store: Store) -> None:
+    """An EBR has no expiry date: it ends 540 days after a purchase and 180 after an
+    inquiry (Canada's, longer than the US 90), and is kept consents_days after that."""
+    kept = 1826 * DAY
+    for kind, term, source in ((ConsentType.EBR_PURCHASE, 540, "purchase"),
+                               (ConsentType.EBR_INQUIRY, 180, "inquiry")):
+        for extra, tag in ((2 * DAY, "ended"), (-2 * DAY, "kept")):
+            await store.grant_consent(A, "default", kind, f"{source} {tag}",
+                                      granted_at=NOW - kept - term * DAY - extra)
+    assert (await purge(store, config(), NOW)).consents == 2
+    assert sorted(c.source for c in await store.consent_history(A)) == [
+        "inquiry kept", "purchase kept"]
+
+
 async def test_a_revocation_that_voids_a_consent_in_force_stays(store: Store) -> None:
     """A '*' consent revoked for one campaign voids the number's other consents granted
     before (consent_rules): deleting it would turn them back into an allow."""

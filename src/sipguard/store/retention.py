@@ -7,7 +7,8 @@ What goes, each once older than its cutoff (`cutoffs`):
   (`sipguard.store.audit.purge_decisions`);
 * `attempts` by `at`, only as far back as the longest frequency cap counts, at least a
   day (the decisions hold the same calls as evidence);
-* `consents` that ended (revoked or expired) before the cutoff. A consent in force is
+* `consents` that ended (revoked, expired, or an EBR past its longest term) before the
+  cutoff. A consent in force is
   never deleted. Nor is a revoked one whose revocation may still void a consent in force:
   `policy.consent_rules` lets a revocation void other consents of the number granted
   before it (a '*' record, or `revoke_scope = "all"`), so deleting it would turn that
@@ -35,6 +36,7 @@ from typing import Any
 
 from sipguard.config import Config
 from sipguard.policy.caps import required_horizon
+from sipguard.policy.consent_rules import EBR_TYPES, ebr_terms
 from sipguard.policy.rule_steps import all_caps
 from sipguard.store.audit import purge_decisions
 from sipguard.store.codec import time_text
@@ -101,8 +103,13 @@ class PurgeResult:
 
 # Each: the rows of a table (aliased `t`) that may go, given its parameters.
 _ATTEMPTS = "t.at < ?"
+# An EBR ends without a date of its own: at the end of its term (data/consent_rules.toml),
+# the longest any country gives its type, so none is deleted while a call may rest on it.
+_EBR_TERMS = {kind: max(t.max_days for t in ebr_terms() if t.type is kind) for kind in EBR_TYPES}
+_EBR_ENDED = "".join(f" OR (t.type = '{kind.value}' AND t.granted_at < ?)"
+                     for kind in sorted(_EBR_TERMS))
 _CONSENTS = (
-    "(t.revoked_at < ? OR t.expires_at < ?)"
+    f"(t.revoked_at < ? OR t.expires_at < ?{_EBR_ENDED})"
     " AND NOT (t.revoked_at IS NOT NULL AND EXISTS (SELECT 1 FROM consents o"
     " WHERE o.number = t.number AND o.id != t.id AND o.revoked_at IS NULL"
     " AND (o.expires_at IS NULL OR o.expires_at > ?) AND o.granted_at <= t.revoked_at))"
@@ -150,7 +157,11 @@ async def purge(
         decisions=await purge_decisions(store, time_text(cutoffs.decisions), batch=batch,
                                         dry_run=dry_run),
         attempts=await table.rows("attempts", _ATTEMPTS, (time_text(cutoffs.attempts),)),
-        consents=await table.rows("consents", _CONSENTS, (consents, consents, time_text(now))),
+        consents=await table.rows("consents", _CONSENTS, (
+            consents, consents,
+            *(time_text(cutoffs.consents - timedelta(days=_EBR_TERMS[kind]))
+              for kind in sorted(_EBR_TERMS)),
+            time_text(now))),
         list_entries=entries,
         # chunks first: they reference their generation
         generation_chunks=await table.rows("generation_chunks", _CHUNKS, (lists,)),
