@@ -383,9 +383,9 @@ class RetentionConfig:
     )
     consents_days: int = doc(
         "Days a consent record is kept after it ENDED (revoked, expired, or an EBR past its "
-        "longest term); a consent in "
-        "force is never deleted, nor a revocation that still voids one in force. 1826 = "
-        "the 5 years 16 CFR 310.5(a)(5) asks for records of express agreement.",
+        "longest term); a consent in force is never deleted, nor a revocation that still "
+        "voids one in force. 1826 = the 5 years 16 CFR 310.5(a)(5) asks for records of "
+        "express agreement.",
         1826,
     )
     lists_days: int = doc(
