@@ -6,7 +6,7 @@ CONFIG ?= config/sipguard.toml
 
 .PHONY: run test lint bench clean
 
-.venv/.installed $(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
