@@ -340,11 +340,11 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         counter = await rules.load_counter(store, config)
         rules.warn_stale_lists(index, config, log)
         writer = RecordWriter(store, log=log, on_loss=index.recording_lost)
-        checkpoints = rules.Checkpoints(writer, log)
         tally = DecisionTally() if config.metrics.listen else None
         decision_lines = decision_log(config)
         bus = mqtt_bus(config, store, index, decision_lines.pseudonymize) \
             if config.mqtt.enabled else None
+        checkpoints = rules.Checkpoints(writer, log, None if bus is None else bus.checkpoint)
         gate = Gate(config, index, emit=decision_sinks(decision_lines, writer, loop, tally, bus),
                     counter=counter)
         warm_up(gate, config)

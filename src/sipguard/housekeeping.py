@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,19 +106,24 @@ async def run_retention(store: Store, config: Config, log: Any,
 
 class Checkpoints:
     """Logs the record writer's chain tip as `audit.checkpoint` when it moved since the
-    last line (the writer knows the tip: no query)."""
+    last line (the writer knows the tip: no query), and hands it to `also` (the MQTT bus,
+    which keeps it retained at the broker: another copy off the machine)."""
 
-    def __init__(self, writer: RecordWriter, log: Any) -> None:
+    def __init__(self, writer: RecordWriter, log: Any,
+                 also: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._writer = writer
         self._log = log
+        self._also = also
         self._logged: int | None = None
 
     def log_if_moved(self) -> bool:
         tip = self._writer.tip
         if tip is None or tip.rows == self._logged:
             return False
-        self._log.info("audit.checkpoint", rows=tip.rows, head=tip.link.hex(),
-                       decision_id=tip.decision_id)
+        fields = {"rows": tip.rows, "head": tip.link.hex(), "decision_id": tip.decision_id}
+        self._log.info("audit.checkpoint", **fields)
+        if self._also is not None:
+            self._also(fields)
         self._logged = tip.rows
         return True
 

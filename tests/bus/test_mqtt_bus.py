@@ -239,6 +239,21 @@ async def test_decisions_go_at_most_once_with_qos_0(mosquitto: Mosquitto, tmp_pa
             await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_the_newest_audit_checkpoint_is_kept_retained_at_the_broker(
+    running: Running, mosquitto: Mosquitto,
+) -> None:
+    running.bus.checkpoint({"rows": 1, "head": "aa" * 32, "decision_id": "gw7-1"})
+    running.bus.checkpoint({"rows": 2, "head": "bb" * 32, "decision_id": "gw7-2"})
+    (sent,) = await running.until("acme/sg/gw7/audit")
+    assert (sent["rows"], sent["head"], sent["node"]) == (2, "bb" * 32, "gw7")
+    # retained: whoever subscribes later (an auditor's collector) still gets it
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as late:
+        await late.subscribe("acme/sg/gw7/audit", 1)
+        message = await asyncio.wait_for(anext(aiter(late.messages)), 5)
+        assert message.retain and isinstance(message.payload, bytes)
+        assert json.loads(message.payload)["head"] == "bb" * 32
+
+
 async def test_a_full_queue_drops_the_oldest_events_and_says_so_once(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:

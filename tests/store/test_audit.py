@@ -318,8 +318,9 @@ async def test_export_streams_a_verified_stretch(store: Store) -> None:
 
 async def test_checkpoints_log_the_writers_tip_when_it_moved(store: Store) -> None:
     writer = RecordWriter(store)
+    handed: list[dict[str, object]] = []
     with capture_logs() as logs:
-        checkpoints = Checkpoints(writer, structlog.get_logger())
+        checkpoints = Checkpoints(writer, structlog.get_logger(), handed.append)
         assert not checkpoints.log_if_moved()  # nothing written yet
         await write(store, range(3), writer)
         task = asyncio.create_task(checkpoints.run(0.01))
@@ -329,6 +330,8 @@ async def test_checkpoints_log_the_writers_tip_when_it_moved(store: Store) -> No
     head = (await verify(store)).head
     assert logs == [{"event": "audit.checkpoint", "log_level": "info", "rows": 3,
                      "head": head.hex(), "decision_id": ident(2)}]
+    # the same, once, to the MQTT bus (kept retained at the broker)
+    assert handed == [{"rows": 3, "head": head.hex(), "decision_id": ident(2)}]
 
 
 def test_checkpoint_every_must_be_positive() -> None:

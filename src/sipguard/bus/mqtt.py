@@ -56,13 +56,14 @@ STOP_TIMEOUT = 1.0  # seconds the offline status may take at a clean stop
 class Topics:
     decisions: str
     status: str
+    audit: str
     result: str
     control: dict[str, Topic] = field(hash=False)
 
     @classmethod
     def of(cls, prefix: str, node: str) -> Topics:
         return cls(f"{prefix}/{node}/decisions", f"{prefix}/{node}/status",
-                   f"{prefix}/{node}/control/result",
+                   f"{prefix}/{node}/audit", f"{prefix}/{node}/control/result",
                    {f"{prefix}/control/{topic}": topic for topic in ("dnc", "consent", "subject")})
 
 
@@ -89,6 +90,7 @@ class MqttBus:
         self._password = password
         self._tls = tls_context
         self._queue: deque[DecisionRecord] = deque()
+        self._checkpoint: dict[str, Any] | None = None  # the newest, not yet sent
         self._wake = asyncio.Event()
         self._answered: OrderedDict[tuple[Topic, str], dict[str, Any]] = OrderedDict()
         self._started = _now()
@@ -112,6 +114,13 @@ class MqttBus:
                 self._log.warning("mqtt.events_dropped", queue_size=self.queue_size,
                                   detail="the broker is away or too slow; the oldest decision "
                                   "events are dropped (the store keeps every decision)")
+        self._wake.set()
+
+    def checkpoint(self, fields: dict[str, Any]) -> None:
+        """The audit chain's newest checkpoint (`audit.checkpoint`), kept retained on
+        `{prefix}/{node}/audit`: a copy of the head off the machine, for `audit verify
+        --head`. A newer one replaces one still waiting."""
+        self._checkpoint = {**fields, "node": self.config.node.name, "ts": _now()}
         self._wake.set()
 
     @property
@@ -173,6 +182,7 @@ class MqttBus:
         }), QOS, retain=True)
         if self.config.mqtt.control:
             await client.subscribe([(topic, QOS) for topic in self.topics.control])
+        self._wake.set()  # what waited through the outage (events, a checkpoint) goes now
         since, self._down_since = self._down_since, None
         self._log.info("mqtt.connected", broker=self.config.mqtt.url, queued=len(self._queue),
                        dropped=self.dropped,
@@ -208,6 +218,9 @@ class MqttBus:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            checkpoint, self._checkpoint = self._checkpoint, None
+            if checkpoint is not None:
+                tasks.create_task(self._send_checkpoint(client, checkpoint))
             while queue:
                 await inflight.acquire()
                 if not queue:  # what waited went while this waited for room
@@ -231,6 +244,15 @@ class MqttBus:
         finally:
             inflight.release()
         self.published += 1
+
+    async def _send_checkpoint(self, client: aiomqtt.Client, checkpoint: dict[str, Any]) -> None:
+        try:
+            await client.publish(self.topics.audit, json.dumps(checkpoint), QOS, retain=True,
+                                 timeout=math.inf)
+        except BaseException:
+            if self._checkpoint is None:  # sent after the reconnect, unless a newer one is
+                self._checkpoint = checkpoint
+            raise
 
     # -- control messages ----------------------------------------------------------------
 
