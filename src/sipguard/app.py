@@ -24,7 +24,7 @@ import structlog
 
 from sipguard import housekeeping as rules
 from sipguard.bus.mqtt import PASSWORD_ENV, MqttBus
-from sipguard.config import Config, split_host_port
+from sipguard.config import Config, ListenAddress, split_host_port
 from sipguard.errors import ConfigError
 from sipguard.log import (
     DecisionLog,
@@ -67,7 +67,7 @@ from sipguard.store.writer import RecordWriter
 from sipguard.transport.backlog import BacklogSampler, QueueProbe
 from sipguard.transport.driver import CoreDriver
 from sipguard.transport.tcp import TcpPool
-from sipguard.transport.udp import open_udp
+from sipguard.transport.udp import UdpEndpoint, open_udp
 
 log = structlog.get_logger("sipguard")
 
@@ -205,6 +205,16 @@ class Gateway:
         self._closers: list[Callable[[], object]] = []
 
     async def start(self) -> None:
+        """Open every `sip.listen` socket, or none: one that cannot be opened (a port in
+        use, an address not on this machine) closes those opened before it and raises a
+        ConfigError naming its entry."""
+        try:
+            await self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         core = ProxyCore(proxy_settings(self.config), self.hook, self.admit)
         driver = CoreDriver(core, loop, log_core_event)
@@ -213,31 +223,46 @@ class Gateway:
         pool = TcpPool(driver, core.settings.limits, connect_timeout=sip.failover_timeout)
         driver.senders["tcp"] = pool.send
         self._closers.append(pool.close)
+        # Before any socket opens: a datagram may arm the core's timer before a later
+        # socket fails to open, and that timer must go with the sockets.
+        self._closers.append(driver.close)
         # No UDP socket yet: nothing can be sent that way (nor arrive) until one opens.
         driver.senders["udp"] = lambda peer, _data: driver.transport_error(peer)
         # UDP first and its sender at once: a datagram may arrive the moment a socket is
         # bound, and its answer must have a way out while the TCP listeners still open.
-        addresses = sorted(sip.addresses(), key=lambda a: a.transport != "udp")
-        first_udp = True
+        entries = sorted(enumerate(sip.addresses()), key=lambda e: e[1].transport != "udp")
+        sending: UdpEndpoint | None = None
         probes = []
-        for address in addresses:
-            if address.transport == "udp":
-                transport, endpoint = await open_udp(driver, address.host, address.port,
-                                                     sip.udp_buffer_bytes)
-                self._closers.append(transport.close)
-                if endpoint.sock is not None:
-                    probes.append(QueueProbe(endpoint.sock))
-                if first_udp:  # the first UDP socket is the one sipguard sends from
-                    driver.senders["udp"] = endpoint.send
-                    first_udp = False
-            else:
-                server = await pool.listen(address.host, address.port)
-                self._closers.append(server.close)
-        self._closers.append(driver.close)
+        for index, address in entries:
+            try:
+                endpoint = await self._listen(pool, driver, address)
+            except OSError as exc:
+                raise ConfigError(f"sip.listen[{index}]", f"cannot listen on "
+                                  f"{sip.listen[index]!r}: {os_reason(exc)}") from None
+            if endpoint is None:
+                continue
+            if endpoint.sock is not None:
+                probes.append(QueueProbe(endpoint.sock))
+            if sending is None:  # the first UDP socket is the one sipguard sends from
+                sending = endpoint
+                driver.senders["udp"] = endpoint.send
         if self.guard is not None and probes:
             self._watch_backlog(loop, probes, self.guard)
         log.info("sipguard.listening", listen=list(sip.listen),
                  trunks=[str(t.peer) for t in core.settings.trunks])
+
+    async def _listen(
+        self, pool: TcpPool, driver: CoreDriver, address: ListenAddress
+    ) -> UdpEndpoint | None:
+        """One listen socket, closed with the gateway; its endpoint when it is UDP."""
+        if address.transport == "tcp":
+            server = await pool.listen(address.host, address.port)
+            self._closers.append(server.close)
+            return None
+        transport, endpoint = await open_udp(driver, address.host, address.port,
+                                             self.config.sip.udp_buffer_bytes)
+        self._closers.append(transport.close)
+        return endpoint
 
     def _watch_backlog(
         self, loop: asyncio.AbstractEventLoop, probes: list[QueueProbe], guard: OverloadGuard
@@ -256,6 +281,12 @@ class Gateway:
         for closer in reversed(self._closers):
             closer()
         self._closers.clear()
+
+
+def os_reason(exc: OSError) -> str:
+    """What went wrong, in the system's words ("Address already in use"); asyncio and
+    uvloop put their own longer text in strerror, the errno says it plainly."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def decision_sinks(

@@ -14,6 +14,7 @@ Setup order in `serve`: `configure_logging(config)`, then `decision_log(config)`
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from typing import Any, TextIO
 import structlog
 
 from sipguard.config import Config
+from sipguard.errors import ConfigError
 from sipguard.policy.model import DecisionRecord
 
 PSEUDONYM_ENV = "SIPGUARD_PSEUDONYM_KEY"
@@ -314,9 +316,28 @@ _direct: _DirectWrite | None = None
 
 def open_log_file(path: Path) -> TextIO:
     """Append to the log file (created 0600: it holds decision records), line-buffered."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # a file where its directory should be: say that
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
+                                 exc.filename) from None
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     return os.fdopen(fd, "a", buffering=1, encoding="utf-8")
+
+
+def _configured_stream(config: Config) -> TextIO:
+    """stdout, or `[log] file` opened; a file that cannot be opened is a ConfigError
+    naming the key (serve refuses to start rather than log nowhere)."""
+    if not config.log.file:
+        return sys.stdout
+    path = config.resolve(config.log.file)
+    try:
+        return open_log_file(path)
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+        if exc.filename and exc.filename != str(path):  # a directory on the way to it
+            problem = f"{problem}: {exc.filename}"
+        raise ConfigError("log.file", f"cannot open {str(path)!r}: {problem}") from None
 
 
 class GuardedStream:
@@ -400,9 +421,10 @@ def reopen_log_file(config: Config) -> bool:
 
 
 def configure_logging(config: Config, stream: TextIO | None = None) -> None:
-    """structlog for `serve`: JSON or console lines to stdout or `[log] file`."""
+    """structlog for `serve`: JSON or console lines to stdout or `[log] file` (a
+    ConfigError naming log.file when it cannot be opened)."""
     if stream is None:
-        stream = open_log_file(config.resolve(config.log.file)) if config.log.file else sys.stdout
+        stream = _configured_stream(config)
     global _direct, _guarded  # noqa: PLW0603 (structlog's configuration is process state too)
     renderer: Any
     json_lines = config.log.format != "console"

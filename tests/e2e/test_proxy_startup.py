@@ -1,17 +1,26 @@
-"""sipguard restarted under traffic: datagrams that arrive while it is still opening its
-sockets must not crash their handler (no traceback) and must not kill the gateway."""
+"""sipguard starting: datagrams that arrive while it is still opening its sockets must not
+crash their handler (no traceback) nor kill the gateway; and a start it cannot complete (a
+port in use, a log file it cannot open, a trunk name that does not resolve) is one clear
+line on stderr naming the config key, a non-zero exit, and nothing left open."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvloop
 
 from e2e.checks import PROXY_ONLY
 from e2e.harness import HOST, Gateway, Trunk, free_port
+from sipguard.app import Gateway as InProcessGateway
+from sipguard.config import Config, SipConfig
+from sipguard.errors import ConfigError
 
 pytestmark = pytest.mark.e2e
 
@@ -58,3 +67,69 @@ def test_datagrams_during_startup_are_handled(tmp_path: Path) -> None:
     assert answered, "sipguard never answered"
     assert "Traceback" not in gw.output(), gw.output()[-3000:]
     assert gw.exit_code == 0, gw.output()[-3000:]
+
+
+def refusal(gw: Gateway) -> str:
+    """Run `gw` to its exit; the one line it wrote on stderr (checked: exit code 2, the
+    code of a config error, and no traceback anywhere)."""
+    gw.spawn()
+    assert gw.proc is not None
+    try:
+        code = gw.proc.wait(timeout=30)
+    finally:
+        gw.stop()
+    err = gw.stderr_path.read_text()
+    assert "Traceback" not in gw.output(), gw.output()[-3000:]
+    assert code == 2, gw.output()[-3000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(("kind", "index"), [(socket.SOCK_DGRAM, 0), (socket.SOCK_STREAM, 1)])
+def test_a_listen_port_in_use_is_one_clear_line(tmp_path: Path, kind: int, index: int) -> None:
+    gw = Gateway(tmp_path / "gw", [Trunk(free_port())], overrides=PROXY_ONLY)
+    transport = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+    with socket.socket(socket.AF_INET, kind) as taken:
+        taken.bind((HOST, gw.port))  # what sip.listen[index] names
+        if kind == socket.SOCK_STREAM:
+            taken.listen()
+        line = refusal(gw)
+    assert gw.config["sip"]["listen"][index] == f"{transport}:{HOST}:{gw.port}"
+    assert line == (f"config error: sip.listen[{index}]: cannot listen on "
+                    f"'{transport}:{HOST}:{gw.port}': Address already in use")
+
+
+def test_a_log_file_that_cannot_be_opened_is_one_clear_line(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("a file where a directory should be\n")
+    gw = Gateway(tmp_path / "gw", [Trunk(free_port())],
+                 overrides={"log": {"file": str(plain / "sipguard.log")}})
+    assert refusal(gw) == (f"config error: log.file: cannot open "
+                           f"'{plain / 'sipguard.log'}': Not a directory: {plain}")
+
+
+Runner = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_a_start_that_fails_leaves_no_socket_open(run: Runner) -> None:
+    """sip.listen[1] (TCP) is taken, so sip.listen[0] (UDP, opened first) must be closed
+    again: the port can be bound once the gateway has given up."""
+    port = free_port()
+    config = Config(sip=SipConfig(listen=(f"udp:{HOST}:{port}", f"tcp:{HOST}:{port}")))
+
+    async def start() -> None:
+        gateway = InProcessGateway(config)
+        with pytest.raises(ConfigError) as refused:
+            await gateway.start()
+        assert refused.value.key == "sip.listen[1]"
+        for _ in range(3):  # a transport closes its socket on the next loop iteration
+            await asyncio.sleep(0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+            again.bind((HOST, port))
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind((HOST, port))
+        taken.listen()
+        run(start())

@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from sipguard.app import decision_sinks
 from sipguard.config import Config, LogConfig, StoreConfig
+from sipguard.errors import ConfigError
 from sipguard.log import (
     DECISION_FIELDS,
     PSEUDONYM_ENV,
@@ -148,6 +149,18 @@ def test_log_file_output_and_console(tmp_path: Path) -> None:
     configure_logging(config(tmp_path, format="console"), stream=out)
     structlog.get_logger().warning("something.odd", detail=1)
     assert "something.odd" in out.getvalue()
+
+
+def test_a_log_file_that_cannot_be_opened_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("a file, not a directory\n")
+    cfg = config(tmp_path, file="plain/sipguard.log")
+    with pytest.raises(ConfigError) as refused:
+        configure_logging(cfg)
+    assert refused.value.key == "log.file"
+    assert str(refused.value) == (
+        f"log.file: cannot open {str(tmp_path / 'plain' / 'sipguard.log')!r}: "
+        f"Not a directory: {tmp_path / 'plain'}"
+    )
 
 
 def test_other_events_carry_level_and_ts(tmp_path: Path) -> None:

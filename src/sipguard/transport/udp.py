@@ -47,18 +47,24 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 async def open_udp(
     driver: CoreDriver, host: str, port: int, buffer_bytes: int
 ) -> tuple[asyncio.DatagramTransport, UdpEndpoint]:
+    """A UDP socket bound to host:port feeding `driver`; an OSError (the port in use, the
+    address not on this machine) leaves no socket open."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
-    # A burst of thousands of calls per second overflows the default 208 KiB buffer
-    # (BENCH-NOTES): ask for more; the kernel caps it at net.core.rmem_max.
-    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, option, buffer_bytes)
-    sock.bind((host, port))
-    sock.setblocking(False)
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: UdpEndpoint(driver), sock=sock
-    )
+    try:
+        # A burst of thousands of calls per second overflows the default 208 KiB buffer
+        # (BENCH-NOTES): ask for more; the kernel caps it at net.core.rmem_max.
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, buffer_bytes)
+        sock.bind((host, port))
+        sock.setblocking(False)
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: UdpEndpoint(driver), sock=sock
+        )
+    except BaseException:
+        sock.close()
+        raise
     protocol.sock = sock
     return transport, protocol
