@@ -11,7 +11,6 @@ import gc
 import ipaddress
 import os
 import signal
-import socket
 import ssl
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -24,7 +23,7 @@ import structlog
 
 from sipguard import housekeeping as rules
 from sipguard.bus.mqtt import PASSWORD_ENV, MqttBus
-from sipguard.config import Config, ListenAddress, split_host_port
+from sipguard.config import Config, ListenAddress, is_wildcard, split_host_port
 from sipguard.errors import ConfigError
 from sipguard.log import (
     DecisionLog,
@@ -52,11 +51,10 @@ from sipguard.policy.numbers import Numbers
 from sipguard.policy.windows import warm_holidays
 from sipguard.sip.message import Request
 from sipguard.sip.parser import Limits
-from sipguard.sip.peer import Peer, Transport
+from sipguard.sip.peer import Transport
 from sipguard.sip.proxy import CoreEvent, Problem, ProxyCore, ProxySettings, TrunkState
-from sipguard.sip.routing import Identity, Trunk
+from sipguard.sip.routing import Identity
 from sipguard.sip.timers import TimerValues
-from sipguard.sip.uri import parse_trunk_uri
 from sipguard.sip.verdict import AdmissionHook, DecisionHook, allow_all
 from sipguard.store.control import remove_control, serve_control
 from sipguard.store.db import Store
@@ -68,28 +66,9 @@ from sipguard.transport.backlog import BacklogSampler, QueueProbe
 from sipguard.transport.driver import CoreDriver
 from sipguard.transport.tcp import TcpPool
 from sipguard.transport.udp import UdpEndpoint, open_udp
+from sipguard.trunks import resolve_trunks
 
 log = structlog.get_logger("sipguard")
-
-
-def resolve_trunks(config: Config) -> tuple[Trunk, ...]:
-    """Trunks in the order they are tried: by priority, then file order. Names are resolved
-    once at start so that the hot path never waits on DNS."""
-    ordered = sorted(enumerate(config.trunks), key=lambda item: (item[1].priority, item[0]))
-    trunks = []
-    for index, trunk in ordered:
-        key = f"trunks[{index}].uri"
-        uri = parse_trunk_uri(key, trunk.uri)
-        host, port = uri.hostport()
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        except socket.gaierror as exc:
-            raise ConfigError(key, f"cannot resolve {host!r}: {exc}") from None
-        address = str(infos[0][4][0])
-        peer = Peer(uri.transport, address, port)
-        trunks.append(Trunk(trunk.name or f"{host}:{port}", peer, uri,
-                            rewrite_uri=trunk.request_uri == "trunk"))
-    return tuple(trunks)
 
 
 def dialer_matcher(config: Config) -> Callable[[str], bool]:
@@ -111,10 +90,8 @@ def identity(config: Config) -> Identity:
     ports: dict[Transport, int] = {}
     for address in listen:
         ports.setdefault(address.transport, address.port)
-    host = config.sip.advertised_host or listen[0].host
-    if host in ("0.0.0.0", "::"):
-        raise ConfigError("sip.advertised_host", "must be set when listening on a wildcard address")
-    hosts = {host.lower()} | {a.host.lower() for a in listen if a.host not in ("0.0.0.0", "::")}
+    host = config.sip.own_host()
+    hosts = {host.lower()} | {a.host.lower() for a in listen if not is_wildcard(a.host)}
     return Identity(host, ports, frozenset(hosts))
 
 

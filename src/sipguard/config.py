@@ -116,6 +116,29 @@ class SipConfig:
             ListenAddress.parse(f"sip.listen[{i}]", text) for i, text in enumerate(self.listen)
         )
 
+    def own_host(self) -> str:
+        """The host sipguard calls itself (Via, Record-Route): advertised_host, else
+        the host of the first listen address. A wildcard names no host a peer could send
+        to, so it is refused here, for `config check` and `serve` alike."""
+        listen = self.addresses()
+        if not listen:
+            raise ConfigError("sip.listen", "needs at least one address")
+        if self.advertised_host and is_wildcard(self.advertised_host):
+            raise ConfigError("sip.advertised_host", f"{self.advertised_host!r} is a wildcard "
+                              "address; give the host or IP peers reach sipguard at")
+        if not self.advertised_host and is_wildcard(listen[0].host):
+            raise ConfigError("sip.advertised_host", "must be set when listening on a wildcard "
+                              f"address ({self.listen[0]!r})")
+        return self.advertised_host or listen[0].host
+
+
+def is_wildcard(host: str) -> bool:
+    """0.0.0.0 or :: in any spelling: every local address to bind, none to send to."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
 
 @dataclass(frozen=True, slots=True)
 class DialersConfig:
@@ -568,8 +591,7 @@ def validate(config: Config) -> None:
     """Checks across fields that types alone cannot express."""
     config.sip.addresses()
     config.dialers.networks()
-    if not config.sip.listen:
-        raise ConfigError("sip.listen", "needs at least one address")
+    config.sip.own_host()  # at least one listen address, and a host to call itself
     if not config.trunks:
         raise ConfigError("trunks", "needs at least one [[trunks]] entry")
     for i, trunk in enumerate(config.trunks):

@@ -109,6 +109,13 @@ def test_a_log_file_that_cannot_be_opened_is_one_clear_line(tmp_path: Path) -> N
                            f"'{plain / 'sipguard.log'}': Not a directory: {plain}")
 
 
+def test_a_trunk_name_that_does_not_resolve_is_one_clear_line(tmp_path: Path) -> None:
+    # RFC 6761 §6.4: a name under .invalid never resolves, wherever this runs
+    gw = Gateway(tmp_path / "gw", [Trunk(5060, host="trunk.invalid")], overrides=PROXY_ONLY)
+    line = refusal(gw)
+    assert line.startswith("config error: trunks[0].uri: cannot resolve 'trunk.invalid': "), line
+
+
 Runner = Callable[[Coroutine[Any, Any, None]], None]
 
 

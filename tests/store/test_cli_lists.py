@@ -105,6 +105,34 @@ def test_error_paths_give_one_clear_line(
     assert expected in one_error_line(done.stderr)
 
 
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ('[sip]\nlisten = ["udp:0.0.0.0:5060"]\n',
+         "config error: sip.advertised_host: must be set when listening on a wildcard "
+         "address ('udp:0.0.0.0:5060')"),
+        ('[sip]\nlisten = ["tcp:[::]:5060"]\nadvertised_host = "::"\n',
+         "config error: sip.advertised_host: '::' is a wildcard address; give the host or IP "
+         "peers reach sipguard at"),
+        # RFC 6761 §6.4: a name under .invalid never resolves, wherever this runs
+        ('[[trunks]]\nuri = "sip:trunk.invalid:5060;transport=udp"\n',
+         "config error: trunks[0].uri: cannot resolve 'trunk.invalid': "),
+    ],
+    ids=["wildcard-listen", "wildcard-advertised", "unresolvable-trunk"],
+)
+def test_config_check_refuses_what_serve_refuses(
+    cli: Cli, tmp_path: Path, section: str, expected: str
+) -> None:
+    """`config check` and `serve` run the same rule: the same line from both, exit 2."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[store]\npath = "{tmp_path / "var" / "sipguard.db"}"\n'
+                   '[log]\npseudonymize = false\n' + section)
+    for command in (("config", "check"), ("serve",)):
+        done = cli(*command, "-c", str(bad), config=False, timeout=30)
+        assert done.returncode == 2, done.stderr
+        assert one_error_line(done.stderr).startswith(expected), done.stderr
+
+
 def test_unknown_config_key_is_named(cli: Cli, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[store]\npath = "x.db"\npoll_intervall = 2\n')

@@ -7,6 +7,7 @@ import os
 
 from sipguard.cli import add_config_option
 from sipguard.config import DEFAULT_CONFIG, load_config, reference
+from sipguard.trunks import resolve_trunks
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def cmd_check(args: argparse.Namespace) -> int:
     path = args.config or os.environ.get("SIPGUARD_CONFIG") or str(DEFAULT_CONFIG)
     config = load_config(path)  # raises ConfigError naming the key
+    # What only this machine can tell, checked by the code `serve` runs at start: this is
+    # where `serve` will run, and a name that does not resolve here stops it there.
+    resolve_trunks(config)
     campaigns = ", ".join(sorted(config.campaigns))
     print(
         f"{path}: OK ({len(config.trunks)} trunk(s), campaigns: {campaigns}; "
