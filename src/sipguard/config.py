@@ -302,7 +302,11 @@ class CampaignConfig:
 class LogConfig:
     format: Literal["json", "console"] = doc("Decision log format.", "json")
     pseudonymize: bool = doc("Replace numbers in logs by keyed HMAC pseudonyms.", True)
-    level: Literal["debug", "info", "warning", "error"] = doc("Lowest level written.", "info")
+    level: Literal["debug", "info", "warning", "error"] = doc(
+        "Lowest level of the operational lines written. The call.decision lines are written "
+        "whatever the level: they are compliance records (one per decision).",
+        "info",
+    )
     file: str = doc("Write the log to this file instead of stdout; empty means stdout. A log that "
                     "cannot be written (full disk, closed pipe) drops its lines, says so on "
                     "stderr at most every 10 s, and stops no call: decisions are still stored.",

@@ -223,8 +223,11 @@ class DecisionLog:
     While the JSON configuration `configure_logging` made is in force, the lines go
     straight to its writer as `decision_line` renders them, the lines of one `write` in
     one write and flush: the same text, without a bound logger's per-call work. Any other
-    configuration (console format, a level above info, `structlog.testing.capture_logs`,
-    an injected logger) gets each event through structlog as usual.
+    configuration (console format, `structlog.testing.capture_logs`, an injected logger)
+    gets each event through structlog as usual.
+
+    Either way `[log] level` does not filter them: they are compliance records (CONTRACT
+    §6, one line per decision); the level is for the operational lines.
     """
 
     __slots__ = ("_injected", "_log", "pseudonymize")
@@ -232,7 +235,7 @@ class DecisionLog:
     def __init__(self, pseudonymize: Pseudonymizer | None, logger: Any = None) -> None:
         self.pseudonymize = pseudonymize
         self._injected = logger is not None
-        self._log = logger if logger is not None else structlog.get_logger("sipguard.decision")
+        self._log = logger if logger is not None else _decision_logger()
 
     def __call__(self, record: DecisionRecord) -> None:
         self.write((record,))
@@ -248,6 +251,16 @@ class DecisionLog:
             event = decision_event(record, pseudonymize)
             del event["event"]
             self._log.info(DECISION_EVENT, **event)
+
+
+def _decision_logger() -> Any:
+    """The configured pipeline with a level filter of its own that lets info through,
+    whatever `configure_logging` set for the other loggers."""
+    return structlog.wrap_logger(
+        None,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory_args=("sipguard.decision",),
+    )
 
 
 def decision_log(config: Config, environ: Mapping[str, str] = os.environ) -> DecisionLog:
@@ -448,4 +461,5 @@ def configure_logging(config: Config, stream: TextIO | None = None) -> None:
         logger_factory=lambda *args: writer,
         cache_logger_on_first_use=True,
     )
-    _direct = _DirectWrite(processors, writer.msg) if json_lines and level <= logging.INFO else None
+    # at any level: the level does not filter decision lines (see DecisionLog)
+    _direct = _DirectWrite(processors, writer.msg) if json_lines else None

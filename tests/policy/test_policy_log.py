@@ -151,6 +151,27 @@ def test_log_file_output_and_console(tmp_path: Path) -> None:
     assert "something.odd" in out.getvalue()
 
 
+@pytest.mark.parametrize("fmt", ["json", "console"])
+@pytest.mark.parametrize("level", ["warning", "error"])
+def test_decision_lines_are_written_whatever_the_level(
+    tmp_path: Path, fmt: str, level: str
+) -> None:
+    """CONTRACT §6: one line per decision. `level` filters the operational lines only."""
+    cfg = config(tmp_path, file="logs/sipguard.log", format=fmt, level=level,
+                 pseudonymize=False)
+    configure_logging(cfg)
+    structlog.get_logger().info("sipguard.ready")
+    record = decide_one(cfg, decision_log(cfg, {}))
+    structlog.get_logger().error("store.gone")
+    lines = (tmp_path / "logs" / "sipguard.log").read_text().splitlines()
+    assert len(lines) == 2, lines
+    decision, error = lines
+    assert "call.decision" in decision and record.decision_id in decision
+    assert "store.gone" in error
+    if fmt == "json":
+        assert json.loads(decision)["decision_id"] == record.decision_id
+
+
 def test_a_log_file_that_cannot_be_opened_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "plain").write_text("a file, not a directory\n")
     cfg = config(tmp_path, file="plain/sipguard.log")
