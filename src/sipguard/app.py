@@ -155,9 +155,8 @@ def shedder(
     policy = config.policy
     exempt = emergency_exempt(Numbers(policy.default_region, policy.strip_prefixes),
                               policy.number_source, policy.emergency_numbers)
-    host = config.sip.advertised_host or config.node.name
-    return Shedder(guard, overload_blocks(config.overload.retry_after, host), exempt,
-                   policy.campaign_header, decided or none_decided)
+    blocks = overload_blocks(config.overload.retry_after, config.sip.warn_agent())
+    return Shedder(guard, blocks, exempt, policy.campaign_header, decided or none_decided)
 
 
 class Gateway:

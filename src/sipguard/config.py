@@ -87,7 +87,10 @@ class SipConfig:
         factory=lambda: ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"),
     )
     advertised_host: str = doc(
-        "Host (or IP) put in sipguard's Via and Record-Route; empty means the listen host.", ""
+        "Host (or IP) sipguard calls itself in its Via, Record-Route and the Warning of the "
+        "responses it makes; empty means the host of the first listen address, which must "
+        "then not be a wildcard (0.0.0.0, ::).",
+        "",
     )
     record_route: bool = doc("Add Record-Route so in-dialog requests come through sipguard.", True)
     failover_timeout: float = doc(
@@ -117,7 +120,7 @@ class SipConfig:
         )
 
     def own_host(self) -> str:
-        """The host sipguard calls itself (Via, Record-Route): advertised_host, else
+        """The host sipguard calls itself (Via, Record-Route, Warning): advertised_host, else
         the host of the first listen address. A wildcard names no host a peer could send
         to, so it is refused here, for `config check` and `serve` alike."""
         listen = self.addresses()
@@ -130,6 +133,12 @@ class SipConfig:
             raise ConfigError("sip.advertised_host", "must be set when listening on a wildcard "
                               f"address ({self.listen[0]!r})")
         return self.advertised_host or listen[0].host
+
+    def warn_agent(self) -> str:
+        """`own_host` as a Warning's warn-agent (RFC 3261 §20.43): a hostport, so an IPv6
+        address goes in brackets, as in Via's sent-by."""
+        host = self.own_host()
+        return f"[{host}]" if ":" in host else host
 
 
 def is_wildcard(host: str) -> bool:

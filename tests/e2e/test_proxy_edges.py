@@ -1,5 +1,6 @@
 """Proxy rules from issue 2 beyond the numbered tests, with hand-made requests on a bare UDP
-socket: every trunk down, Max-Forwards, malformed input, and no open relay via Route."""
+socket: every trunk down, Max-Forwards, malformed input, no open relay via Route, and the
+one host sipguard calls itself."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from e2e.harness import (
     param,
     parse_sip,
     scenario_variant,
+    via_sent_by,
 )
 
 pytestmark = pytest.mark.e2e
@@ -112,6 +114,26 @@ def test_route_header_cannot_make_sipguard_an_open_relay(start_gateway, sipp) ->
     time.sleep(0.3)
     assert victim.stop().messages == [], "sipguard forwarded to a host that is not a trunk"
     trunk.stop()
+
+
+def test_warning_and_via_name_the_same_host_without_advertised_host(start_gateway) -> None:
+    """CONTRACT §4 `Warning: 399 <host>`: with sip.advertised_host empty, the host is the
+    listen host, the one sipguard's Via names (it used to be the node name)."""
+    with UdpPeer() as trunk, UdpPeer() as caller, UdpPeer() as blocked:
+        gw = start_gateway([Trunk(trunk.port)], sip={"advertised_host": ""})
+        call_id, branch = _ids()
+        caller.invite((gw.host, gw.port), call_id=call_id, branch=branch, user="911")
+        forwarded = trunk.recv(5.0)  # an emergency number: allowed whatever the hour
+        assert forwarded is not None and forwarded.method == "INVITE", "nothing forwarded"
+        via_host = via_sent_by(forwarded.vias[0]).rsplit(":", 1)[0]
+        call_id, branch = _ids()
+        invite = blocked.invite((gw.host, gw.port), call_id=call_id, branch=branch,
+                                user="12")  # no phone number: blocked invalid-number
+        final, _ = blocked.wait_final(5.0)
+        assert final is not None and final.status == 603, "no 603 for an invalid number"
+        blocked.ack_for(invite, final, (gw.host, gw.port))
+    assert final.header("Warning") == f'399 {via_host} "invalid-number"', show(final)
+    assert via_host == gw.host and via_host != gw.config["node"]["name"]
 
 
 def test_no_response_reaches_the_dialer_without_its_via(start_gateway, sipp, tmp_path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sipguard.app import shedder as app_shedder
 from sipguard.config import parse_config
 from sipguard.errors import ConfigError
 from sipguard.overload import (
@@ -172,6 +173,19 @@ def test_a_shed_call_gets_503_retry_after_and_is_counted_by_campaign() -> None:
     assert guard.shed_total == 1
     ended = feed(guard, QUIET, 0.3, 2.5)[-1]
     assert isinstance(ended, Ended) and ended.by_campaign == {"renewals": 1}
+
+
+def test_the_503_names_the_host_via_names() -> None:
+    """`Warning: 399 <host>` of a shed call, as the gateway builds it: with advertised_host
+    empty, the listen host Via uses (it was the node name)."""
+    config = parse_config({"node": {"name": "gw-node"}, "sip": {
+        "listen": ["udp:10.0.0.7:5060"], "advertised_host": ""}})
+    guard = OverloadGuard(MARKS)
+    feed(guard, HIGH, 0.0, 0.2)
+    refusal = app_shedder(config, guard, None)(invite("+12125551234"), DIALER, 0.3)
+    assert isinstance(refusal, Block)
+    assert {h.name: h.raw.decode() for h in refusal.headers}["warning"] == (
+        'Warning: 399 10.0.0.7 "overload"')
 
 
 @pytest.mark.parametrize(("retry_after", "spread"), [

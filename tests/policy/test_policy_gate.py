@@ -9,7 +9,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sipguard.config import BlockResponse, CampaignConfig, Config, PolicyConfig, SipConfig
+from sipguard.app import identity
+from sipguard.config import (
+    BlockResponse,
+    CampaignConfig,
+    Config,
+    NodeConfig,
+    PolicyConfig,
+    SipConfig,
+)
 from sipguard.errors import ConfigError
 from sipguard.policy.facts import MemoryFacts, UnavailableFacts
 from sipguard.policy.gate import Gate
@@ -92,7 +100,7 @@ def test_blocked_call_gets_603_with_reason_and_warning() -> None:
     assert verdict == Block(603, "Decline", verdict.headers)
     assert raw_headers(verdict) == [
         b'Reason: SIP;cause=603;text="dnc-national"',
-        b'Warning: 399 gw1 "dnc-national"',
+        b'Warning: 399 127.0.0.1 "dnc-national"',
     ]
     assert [h.name for h in verdict.headers] == ["reason", "warning"]
     (record,) = records
@@ -113,6 +121,23 @@ def test_608_and_advertised_host() -> None:
         b'Reason: SIP;cause=608;text="dnc-internal"',
         b'Warning: 399 sbc.example.net "dnc-internal"',
     ]
+
+
+@pytest.mark.parametrize(("listen", "agent"), [
+    ("udp:10.0.0.7:5060", "10.0.0.7"),
+    ("udp:[2001:db8::7]:5060", "[2001:db8::7]"),  # a hostport: brackets, as in Via
+])
+def test_warning_names_the_host_via_names_when_advertised_host_is_empty(
+    listen: str, agent: str
+) -> None:
+    """The docs say an empty advertised_host means the listen host: the Warning must not
+    name the node instead (it did), nor anything else than Via's sent-by does."""
+    config = Config(node=NodeConfig(name="gw-node"), sip=SipConfig(listen=(listen,)))
+    g = Gate(config, MemoryFacts([("+14155552671", OPTED_OUT)]), lambda r: None, Clock())
+    verdict = g(invite(), DIALER, 1.0)
+    assert isinstance(verdict, Block)
+    assert raw_headers(verdict)[-1] == f'Warning: 399 {agent} "dnc-internal"'.encode()
+    assert identity(config).sent_by("udp") == f"{agent}:5060"
 
 
 def test_allowed_call_is_tagged_with_reason_and_id() -> None:
@@ -151,7 +176,7 @@ def test_store_unavailable_reject_is_503_with_retry_after() -> None:
     assert raw_headers(verdict) == [
         b"Retry-After: 30",
         b'Reason: SIP;cause=503;text="store-unavailable"',
-        b'Warning: 399 gw1 "store-unavailable"',
+        b'Warning: 399 127.0.0.1 "store-unavailable"',
     ]
     assert records[0].reason is Reason.STORE_UNAVAILABLE
 

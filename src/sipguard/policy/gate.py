@@ -122,7 +122,7 @@ class Gate:
         self._tag_prefix = encode(f"{policy.tag_header}: ")
         self._tag_colon = len(self._tag_prefix) - 2
         self._tags: dict[tuple[Action, Reason], bytes] = {}
-        self._warn_host = config.sip.advertised_host or self.node
+        self._warn_host = config.sip.warn_agent()  # the host Via names: one rule for both
         self._retry_after = policy.retry_after
         self._reuse_seconds = policy.reuse_seconds
         self._reuse_entries = policy.reuse_entries
