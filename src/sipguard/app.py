@@ -22,7 +22,7 @@ import phonenumbers
 import structlog
 
 from sipguard import housekeeping as rules
-from sipguard.bus.mqtt import PASSWORD_ENV, MqttBus
+from sipguard.bus.mqtt import PASSWORD_ENV, TLS_KEY_PASSWORD_ENV, MqttBus
 from sipguard.config import Config, ListenAddress, is_wildcard, split_host_port
 from sipguard.errors import ConfigError
 from sipguard.log import (
@@ -303,7 +303,8 @@ def mqtt_bus(
     config: Config, store: Store, index: Index, pseudonymize: Pseudonymizer | None,
     environ: Mapping[str, str] = os.environ,
 ) -> MqttBus:
-    """The `[mqtt]` bus (its password from SIPGUARD_MQTT_PASSWORD, never the file)."""
+    """The `[mqtt]` bus; its password (SIPGUARD_MQTT_PASSWORD) and its TLS key's passphrase
+    (SIPGUARD_MQTT_TLS_KEY_PASSWORD) come from the environment, never the file."""
     mqtt = config.mqtt
     tls, _host, _port = mqtt.broker()
     context = None
@@ -313,6 +314,17 @@ def mqtt_bus(
             context = ssl.create_default_context(cafile=cafile)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError("mqtt.tls_ca_file", f"cannot load {cafile!r}: {exc}") from None
+        if mqtt.tls_cert_file:
+            certfile = str(config.resolve(mqtt.tls_cert_file))
+            keyfile = str(config.resolve(mqtt.tls_key_file)) if mqtt.tls_key_file else None
+            try:
+                # a callable: an encrypted key with no passphrase set fails here, not at a
+                # prompt on a terminal serve may not have
+                context.load_cert_chain(certfile, keyfile,
+                                        password=lambda: environ.get(TLS_KEY_PASSWORD_ENV, ""))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError("mqtt.tls_cert_file",
+                                  f"cannot load the client certificate and key: {exc}") from None
     return MqttBus(config, store, index, log=structlog.get_logger("sipguard.mqtt"),
                    pseudonymize=pseudonymize, password=environ.get(PASSWORD_ENV),
                    tls_context=context)

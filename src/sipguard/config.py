@@ -191,7 +191,9 @@ class StoreConfig:
 
 @dataclass(frozen=True, slots=True)
 class BlockResponse:
-    code: int = doc("Final response code for a blocked call (603 or 608).", 603)
+    code: int = doc("Final response code for a blocked call: 603 Decline or 608 Rejected "
+                    "(RFC 8688) say it was refused on purpose; any 4xx-6xx is taken, but a "
+                    "dialer may retry other codes.", 603)
     reason: str = doc("Its reason phrase.", "Decline")
 
 
@@ -275,8 +277,15 @@ class PolicyConfig:
 
 @dataclass(frozen=True, slots=True)
 class CampaignConfig:
-    purpose: str = doc(
-        "'telemarketing', 'informational', 'debt-collection', 'political', 'survey' ...",
+    # A closed vocabulary: the shipped rules match purposes by name (TCPA written consent
+    # for 'telemarketing', Reg F's call cap for 'debt-collection'), so a misspelt one would
+    # silently escape them.
+    purpose: Literal["telemarketing", "informational", "debt-collection", "political",
+                     "survey", "charitable"] = doc(
+        "What the calls are for. 'telemarketing' needs prior express written consent to "
+        "call a wireless number autodialed (47 CFR 64.1200(a)(2)); 'debt-collection' gets "
+        "Regulation F's cap (12 CFR 1006.14(b)(2)); calling windows, lists and the other "
+        "caps apply to every purpose.",
         "telemarketing",
     )
     lists: tuple[str, ...] = doc(
@@ -336,6 +345,12 @@ class MqttConfig:
     username: str = doc("Broker user; the password comes from SIPGUARD_MQTT_PASSWORD.", "")
     tls_ca_file: str = doc("With mqtts://: the CA certificates (PEM) that sign the broker's "
                            "certificate; empty means the system's.", "")
+    tls_cert_file: str = doc("With mqtts://, for a broker that asks for a client certificate "
+                             "(require_certificate): this gateway's certificate (PEM), "
+                             "followed by its key unless tls_key_file names it.", "")
+    tls_key_file: str = doc("The key of tls_cert_file (PEM), when in a file of its own; an "
+                            "encrypted key's passphrase comes from "
+                            "SIPGUARD_MQTT_TLS_KEY_PASSWORD.", "")
     control: bool = doc("Subscribe to {prefix}/control/dnc, /consent and /subject and "
                         "apply what arrives; false publishes only.", True)
     queue_size: int = doc("Decision events kept while the broker is away or slow; beyond it the "
@@ -675,11 +690,15 @@ def _validate_mqtt(config: Config) -> None:
         raise ConfigError("mqtt.decisions_qos", "must be 0 or 1")
     if not 5 <= mqtt.keepalive <= 65535:  # the protocol's field is 16 bits
         raise ConfigError("mqtt.keepalive", "must be between 5 and 65535 seconds")
-    if mqtt.tls_ca_file and not mqtt.url.startswith("mqtts://"):
-        raise ConfigError("mqtt.tls_ca_file", "only applies to an mqtts:// url")
-    if mqtt.tls_ca_file and not config.resolve(mqtt.tls_ca_file).is_file():
-        raise ConfigError("mqtt.tls_ca_file",
-                          f"{str(config.resolve(mqtt.tls_ca_file))!r} is not a file")
+    if mqtt.tls_key_file and not mqtt.tls_cert_file:
+        raise ConfigError("mqtt.tls_key_file", "needs mqtt.tls_cert_file (the certificate)")
+    for key, path in (("mqtt.tls_ca_file", mqtt.tls_ca_file),
+                      ("mqtt.tls_cert_file", mqtt.tls_cert_file),
+                      ("mqtt.tls_key_file", mqtt.tls_key_file)):
+        if path and not mqtt.url.startswith("mqtts://"):
+            raise ConfigError(key, "only applies to an mqtts:// url")
+        if path and not config.resolve(path).is_file():
+            raise ConfigError(key, f"{str(config.resolve(path))!r} is not a file")
 
 
 def _validate_overload(overload: OverloadConfig) -> None:
@@ -748,6 +767,13 @@ def reference(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]
         hint = hints[f.name]
         if is_dataclass(hint) and isinstance(hint, type):
             rows.extend(reference(hint, key + "."))
+            continue
+        entry = get_args(hint)[-1] if get_origin(hint) is dict else None
+        if is_dataclass(entry) and isinstance(entry, type):  # campaigns.NAME.purpose, ...
+            names = f.default_factory() if f.default_factory is not MISSING else {}
+            shown = "{" + ", ".join(f"{name!r}: {{...}}" for name in names) + "}"
+            rows.append((key, shown, f.metadata.get("doc", "")))
+            rows.extend(reference(entry, key + ".NAME."))
             continue
         default = f.default if f.default is not MISSING else (
             f.default_factory() if f.default_factory is not MISSING else ""

@@ -51,6 +51,15 @@ def test_a_consent_grant_and_revoke_are_read_whole() -> None:
     assert revoke == ConsentRevoke("c2", "+12125551234", None, "sms STOP", None)
 
 
+def test_a_revoke_in_the_grants_shape_is_taken() -> None:
+    """CONTRACT §7 lists one payload for both ops: a producer that always sends every
+    field sends a revoke with `type` and `expires` too."""
+    for extra in ({"type": None, "expires": None}, {"type": "express-written"}):
+        revoke = message("consent", id="c3", op="revoke", number="2125551234",
+                         campaign="spring", source="sms STOP", **extra)
+        assert revoke == ConsentRevoke("c3", "+12125551234", "spring", "sms STOP", None)
+
+
 def test_subject_requests_are_read_with_the_right_they_concern() -> None:
     change = message("subject", id="s1", op="withdraw", number="2125551234", source="phone",
                      at="2026-11-28T10:00:00Z")
@@ -93,6 +102,10 @@ def test_subject_requests_are_read_with_the_right_they_concern() -> None:
      "'state' 'US-XX' is not a known region"),
     ("consent", {"id": "a", "op": "revoke", "number": 2125551234, "source": "x"},
      "'number' must be a non-empty string"),
+    ("consent", {"id": "a", "op": "revoke", "number": "+12125551234", "source": "x",
+                 "type": "verbal"}, "'type' must be one of"),
+    ("consent", {"id": "a", "op": "revoke", "number": "+12125551234", "source": "x",
+                 "expires": "2027-01-01"}, "'expires' has no meaning on a revoke"),
 ])
 def test_a_faulty_message_is_rejected_saying_what_is_wrong(
     topic: Topic, fields: dict[str, Any], says: str

@@ -25,6 +25,11 @@ from sipguard.store.index import Index
         ({"mqtt": {"enabled": True, "keepalive": 1}}, "mqtt.keepalive"),
         ({"mqtt": {"enabled": True, "decisions_qos": 2}}, "mqtt.decisions_qos"),
         ({"mqtt": {"enabled": True, "tls_ca_file": "ca.pem"}}, "mqtt.tls_ca_file"),
+        ({"mqtt": {"enabled": True, "tls_cert_file": "gw.pem"}}, "mqtt.tls_cert_file"),
+        ({"mqtt": {"enabled": True, "url": "mqtts://b", "tls_key_file": "gw.key"}},
+         "mqtt.tls_key_file"),
+        ({"mqtt": {"enabled": True, "url": "mqtts://b", "tls_cert_file": "missing.pem"}},
+         "mqtt.tls_cert_file"),
     ],
 )
 def test_mqtt_settings_that_cannot_work_name_their_key(

@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,6 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "tests" / "sipp"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 HOST = "127.0.0.1"
 
 
@@ -813,12 +815,18 @@ def _last_stat_row(path: Path) -> dict[str, str]:
 
 
 class Mosquitto:
-    """A private Mosquitto broker on a free 127.0.0.1 port, anonymous, no persistence;
-    with `tls=(certificate, key)` (PEM files) it speaks MQTT over TLS only."""
+    """A private Mosquitto broker on a free 127.0.0.1 port, no persistence; anonymous
+    unless `users` (name -> password) are given. With `tls=(certificate, key)` (PEM files)
+    it speaks MQTT over TLS only, and with `client_ca` too it requires a client
+    certificate signed by that CA."""
 
-    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None, *,
+                 client_ca: Path | None = None, users: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.tls = tls
+        self.client_ca = client_ca
+        self.users = users
+        self._outside: tempfile.TemporaryDirectory[str] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         self.host = HOST
         self.port = free_port()
@@ -832,9 +840,24 @@ class Mosquitto:
 
     def start(self, timeout: float = 5.0) -> Mosquitto:
         tls = "" if self.tls is None else f"certfile {self.tls[0]}\nkeyfile {self.tls[1]}\n"
+        if self.client_ca is not None:
+            tls += f"cafile {self.client_ca}\nrequire_certificate true\n"
+        access = "allow_anonymous true\n"
+        if self.users is not None:
+            # Not under a pytest tmp_path (0700): mosquitto started as root reads the file
+            # as the `mosquitto` user.
+            self._outside = tempfile.TemporaryDirectory(prefix="sipguard-mosquitto-")
+            Path(self._outside.name).chmod(0o755)
+            passwords = Path(self._outside.name) / "passwords"
+            passwords.touch(mode=0o644)
+            for name, password in self.users.items():
+                subprocess.run([MOSQUITTO_PASSWD, "-b", str(passwords), name, password],
+                               check=True, capture_output=True, timeout=30)
+            passwords.chmod(0o644)
+            access = f"allow_anonymous false\npassword_file {passwords}\n"
         self.config_path.write_text(
             f"listener {self.port} {self.host}\n{tls}"
-            "allow_anonymous true\n"
+            f"{access}"
             "persistence false\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
@@ -862,3 +885,6 @@ class Mosquitto:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc, signal.SIGTERM, 3.0)
+        if self._outside is not None:
+            self._outside.cleanup()
+            self._outside = None

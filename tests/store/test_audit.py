@@ -21,7 +21,7 @@ from sipguard.housekeeping import Checkpoints
 from sipguard.log import PSEUDONYM_ENV, Pseudonymizer
 from sipguard.policy.model import Action, Decision, DecisionRecord, Reason, Step
 from sipguard.store import schema
-from sipguard.store.audit import export, redact, verify
+from sipguard.store.audit import export, naming, redact, redact_rows, verify
 from sipguard.store.chain import GENESIS
 from sipguard.store.db import Store
 from sipguard.store.retention import purge
@@ -241,6 +241,52 @@ async def test_redaction_erases_the_number_and_keeps_the_chain(store: Store) -> 
     writer.submit([record(5)])  # the chain goes on after a redaction
     await writer.flush()
     assert (await verify(store)).ok
+
+
+async def test_the_scan_for_a_number_holds_no_write_lock(store: Store) -> None:
+    """A running server's record writer must be able to write while an erasure looks for
+    the number through years of decisions: SQLite's write lock is taken for the redaction
+    only, not for the scan (no index on callee or caller: an index would cost every call)."""
+    await write(store, range(20_000))
+    other = sqlite3.connect(store.path, timeout=0, isolation_level=None,
+                            check_same_thread=False)
+    seen = {"free": 0, "held": 0}
+
+    def try_the_write_lock() -> int:
+        try:
+            other.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # database is locked
+            seen["held"] += 1
+        else:
+            other.execute("ROLLBACK")
+            seen["free"] += 1
+        return 0
+
+    await store.db.set_progress_handler(try_the_write_lock, 1000)
+    try:
+        assert await redact(store, callee(7)) == 1
+    finally:
+        await store.db.set_progress_handler(None, 1000)  # type: ignore[arg-type]
+        other.close()
+    assert seen["free"] > 50  # the scan: the lock was there for the writer to take
+    assert seen["held"] < 10, seen  # the redaction of one row: a few statements
+
+
+async def test_rows_added_or_gone_after_the_scan(store: Store) -> None:
+    await write(store, range(4))
+    writer = RecordWriter(store)
+    writer.submit([record(5, caller=callee(2))])
+    await writer.flush()
+    found = await naming(store, callee(2))
+    assert [r[0] for r in found.rows] == [3, 5]
+    writer.submit([record(6, caller=callee(2))])  # a call made after the scan
+    await writer.flush()
+    await sql(store, "DELETE FROM decisions WHERE rowid = 3")  # purged meanwhile
+    async with store.transaction() as db:
+        assert await redact_rows(db, callee(2), found) == 2  # rowids 5 and 6
+    left = await store.fetchall("SELECT rowid FROM decisions WHERE ? IN (callee, caller)",
+                                (callee(2),))
+    assert left == []
 
 
 async def test_purge_deletes_a_prefix_and_moves_the_anchor(store: Store) -> None:

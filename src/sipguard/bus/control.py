@@ -108,7 +108,10 @@ _FIELDS: dict[tuple[Topic, str], tuple[frozenset[str], frozenset[str]]] = {
     ("dnc", "remove"): (frozenset({"list"}), frozenset({"at"})),
     ("consent", "grant"): (frozenset({"campaign", "type"}),
                            frozenset({"expires", "granted_at", "state", "zone"})),
-    ("consent", "revoke"): (frozenset(), frozenset({"campaign", "at"})),
+    # CONTRACT §7 gives one consent payload for both ops: a revoke may carry the grant's
+    # `type` and `expires` (null, or a type, which changes nothing: a revocation ends the
+    # campaign's consents whatever their type, 47 CFR 64.1200(a)(10))
+    ("consent", "revoke"): (frozenset(), frozenset({"campaign", "at", "type", "expires"})),
     ("subject", "object"): (frozenset(), frozenset({"at"})),
     ("subject", "withdraw"): (frozenset(), frozenset({"at"})),
     ("subject", "restrict"): (frozenset(), frozenset({"at"})),
@@ -166,15 +169,17 @@ def _command(topic: Topic, data: dict[str, Any], id: str, region: str) -> Comman
                          _time(fields, "at"), ListKind.of_list(list_name, kind))
     if topic == "subject":
         return SubjectChange(id, op, number, source, _time(fields, "at"))
+    kind = fields.get("type")  # required for a grant: None only on a revoke
+    if kind is not None and kind not in ConsentType._value2member_map_:
+        raise Rejected(f"'type' must be one of {', '.join(t.value for t in ConsentType)}", id)
     if op == "grant":
-        kind = fields["type"] or ""
-        if kind not in ConsentType._value2member_map_:
-            raise Rejected(f"'type' must be one of {', '.join(t.value for t in ConsentType)}",
-                           id)
         place, zone = subscriber_address(fields.get("state"), fields.get("zone"),
                                          ("'state'", "'zone'"))
-        return ConsentGrant(id, number, fields["campaign"] or "", ConsentType(kind), source,
+        return ConsentGrant(id, number, fields["campaign"] or "", ConsentType(kind or ""), source,
                             _time(fields, "expires"), _time(fields, "granted_at"), place, zone)
+    if fields.get("expires") is not None:
+        raise Rejected("'expires' has no meaning on a revoke (a revocation takes effect at"
+                       " 'at', or now): send null or leave it out", id)
     return ConsentRevoke(id, number, fields.get("campaign"), source, _time(fields, "at"))
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import ssl
 from collections import OrderedDict, deque
@@ -43,6 +44,7 @@ from sipguard.store.index import Index
 
 QOS = 1  # CONTRACT §7
 PASSWORD_ENV = "SIPGUARD_MQTT_PASSWORD"
+TLS_KEY_PASSWORD_ENV = "SIPGUARD_MQTT_TLS_KEY_PASSWORD"
 # PUBACKs outstanding at once. Enough for ~3,000 events/s to a broker 10 ms away; aiomqtt
 # walks every outstanding call on each publish, so more would cost CPU per event.
 MAX_INFLIGHT = 32
@@ -65,6 +67,21 @@ class Topics:
         return cls(f"{prefix}/{node}/decisions", f"{prefix}/{node}/status",
                    f"{prefix}/{node}/audit", f"{prefix}/{node}/control/result",
                    {f"{prefix}/control/{topic}": topic for topic in ("dnc", "consent", "subject")})
+
+
+class _LastProblem(logging.Handler):
+    """Keeps paho-mqtt's last warning or error. Some failures reach aiomqtt only as a
+    timeout (a TLS 1.3 broker that wanted a client certificate says so after our side of
+    the handshake ended: paho logs the alert, aiomqtt waits out the CONNACK), so this is
+    what `mqtt.unreachable` can say instead of "Operation timed out"; and paho's lines
+    then go nowhere else (not as plain text on stderr beside the JSON log)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.text: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.text = record.getMessage()
 
 
 class MqttBus:
@@ -97,6 +114,10 @@ class MqttBus:
         self._down_since: float | None = None
         self._reported_at = 0.0
         self._dropping = False
+        self._paho = logging.getLogger(f"sipguard.mqtt.paho.{id(self):x}")
+        self._paho.propagate = False
+        self._paho_problem = _LastProblem()
+        self._paho.addHandler(self._paho_problem)
 
     # -- the call side -------------------------------------------------------------------
 
@@ -138,6 +159,7 @@ class MqttBus:
         loop = asyncio.get_running_loop()
         wait = RETRY_FIRST
         while True:
+            self._paho_problem.text = None
             try:
                 async with self._client() as client:
                     wait = RETRY_FIRST
@@ -168,7 +190,7 @@ class MqttBus:
             identifier=f"sipguard-{self.config.node.name}", clean_session=False,
             keepalive=mqtt.keepalive, tls_context=self._tls,
             will=aiomqtt.Will(self.topics.status, offline, QOS, retain=True),
-            max_inflight_messages=MAX_INFLIGHT,
+            max_inflight_messages=MAX_INFLIGHT, logger=self._paho,
         )
         client.pending_calls_threshold = MAX_INFLIGHT  # its warning would fire per event
         return client
@@ -197,8 +219,11 @@ class MqttBus:
         elif now - self._reported_at < REPORT_EVERY:
             return
         self._reported_at = now
+        detail = str(error) or type(error).__name__
+        if self._paho_problem.text and self._paho_problem.text not in detail:
+            detail = f"{detail} ({self._paho_problem.text})"
         self._log.warning("mqtt.disconnected" if first and self.connected else "mqtt.unreachable",
-                          broker=self.config.mqtt.url, detail=str(error) or type(error).__name__,
+                          broker=self.config.mqtt.url, detail=detail,
                           queued=len(self._queue), dropped=self.dropped,
                           down_s=round(now - since, 1))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
@@ -110,30 +111,61 @@ async def purge_decisions(store: Store, before: str, *, batch: int, dry_run: boo
 
 
 async def redact(store: Store, number: str) -> int:
-    """GDPR Art. 17: erase `number` from every decision naming it as callee or caller, in a
-    transaction of its own (`redact_rows` does it inside the caller's). Returns the rows."""
+    """GDPR Art. 17: erase `number` from every decision naming it as callee or caller.
+    Returns the rows. (`subjects.erase` does the same inside its own transaction.)"""
+    found = await naming(store, number)
     async with store.transaction() as db:
-        return await redact_rows(db, number)
+        return await redact_rows(db, number, found)
 
 
-async def redact_rows(db: aiosqlite.Connection, number: str) -> int:
-    """`redact` inside a transaction the caller holds (`subjects.erase`: one transaction).
+@dataclass(frozen=True, slots=True)
+class Naming:
+    """The decisions that named a number when `naming` looked: (rowid, trail) each."""
+
+    rows: list[tuple[int, str]]
+    upto: int  # the newest rowid it looked at
+
+
+async def naming(store: Store, number: str) -> Naming:
+    """Find the decisions naming `number`, outside any write transaction.
+
+    There is no index on callee or caller (one would cost every call's write), so this is
+    a full scan: minutes over years of decisions. Done inside the erasure's write
+    transaction, it held SQLite's write lock all that time, and a running server's record
+    writer could write no row (its busy timeout is 10 s). Read first, then write briefly:
+    `redact_rows` takes only the rows added since."""
+    async with store.transaction(write=False) as db:
+        async with db.execute("SELECT coalesce(max(rowid), ?) FROM decisions",
+                              (_MIN_ROWID,)) as cur:
+            upto = int((await cur.fetchone() or (_MIN_ROWID,))[0])
+        async with db.execute(
+            "SELECT rowid, trail FROM decisions WHERE rowid <= ? AND (callee = ? OR caller = ?)",
+            (upto, number, number),
+        ) as cur:
+            rows = [(int(r[0]), str(r[1])) for r in await cur.fetchall()]
+    return Naming(rows, upto)
+
+
+async def redact_rows(db: aiosqlite.Connection, number: str, found: Naming) -> int:
+    """Redact the `found` rows and any newer row naming `number`, inside a write
+    transaction the caller holds. Returns the rows redacted.
 
     Callee, caller and salt become NULL, call_id '' (the column is NOT NULL) and every
     trail step's detail '' (details may quote numbers); the personal digest and the link
     stay, so the chain still verifies while the salt's loss makes the digest unguessable.
-    (No index on callee/caller: a full scan, rare and off the call path; an index would
-    cost every call's write.)"""
+    A found row the retention purge deleted or another erasure redacted meanwhile no
+    longer names the number, and is left alone."""
     async with db.execute(
-        "SELECT rowid, trail FROM decisions WHERE callee = ? OR caller = ?", (number, number)
+        "SELECT rowid, trail FROM decisions WHERE rowid > ? AND (callee = ? OR caller = ?)",
+        (found.upto, number, number),
     ) as cur:
-        found = list(await cur.fetchall())
-    await db.executemany(
+        newer = [(int(r[0]), str(r[1])) for r in await cur.fetchall()]
+    async with await db.executemany(
         "UPDATE decisions SET callee = NULL, caller = NULL, call_id = '', salt = NULL,"
-        " trail = ? WHERE rowid = ?",
-        [(_erased_trail(str(trail)), rowid) for rowid, trail in found],
-    )
-    return len(found)
+        " trail = ? WHERE rowid = ? AND (callee = ? OR caller = ?)",
+        [(_erased_trail(trail), rowid, number, number) for rowid, trail in found.rows + newer],
+    ) as cur:
+        return max(int(cur.rowcount), 0)
 
 
 def _erased_trail(trail: str) -> str:

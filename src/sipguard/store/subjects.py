@@ -5,7 +5,8 @@
   `lifted_at` (the history stays, as consents' does).
 * An erasure (Art. 17) deletes, in one transaction, the number's consents, single list
   entries, counted attempts and other requests, and takes the number out of the decision
-  records (`audit.redact_rows`: the hash chain still verifies). What stays is one `erase`
+  records (`audit.redact_rows`: the hash chain still verifies; the scan that finds them
+  runs before, without the write lock). What stays is one `erase`
   request, the record that keeps the number from being called again (Art. 17(3)(b), (e):
   an opt-out must be honoured, and a complaint answered). The number stays in bulk list
   copies (a national registry is not data sipguard holds about its subject).
@@ -23,7 +24,7 @@ from typing import Any
 
 from sipguard.errors import StoreError
 from sipguard.policy.model import SubjectRequest, SubjectRight
-from sipguard.store.audit import redact_rows
+from sipguard.store.audit import naming, redact_rows
 from sipguard.store.codec import number_key, time_text, utcnow
 from sipguard.store.db import Store
 from sipguard.store.rows import (
@@ -93,12 +94,13 @@ async def erase(
     all in one transaction (a failure leaves everything as it was)."""
     _check(number)
     when = at or utcnow()
+    found = await naming(store, number)  # the long scan, before the write lock
     async with store.transaction() as db:
         deleted: dict[str, int] = {}
         for table in ("consents", "list_entries", "attempts", "subject_requests"):
             async with db.execute(f"DELETE FROM {table} WHERE number = ?", (number,)) as cur:
                 deleted[table] = cur.rowcount
-        redacted = await redact_rows(db, number)
+        redacted = await redact_rows(db, number, found)
         request_id = await _insert(store, number, SubjectRight.ERASE, source, when)
     return Erasure(SubjectRequest(request_id, number, SubjectRight.ERASE, when, source),
                    deleted["consents"], deleted["list_entries"], deleted["attempts"],
