@@ -31,6 +31,7 @@ from sipguard.log import (
     configure_logging,
     decision_log,
     log_lines_lost,
+    record_logger,
     reopen_log_file,
 )
 from sipguard.metrics import DecisionTally, Sources, serve_metrics
@@ -364,7 +365,9 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         decision_lines = decision_log(config)
         bus = mqtt_bus(config, store, index, decision_lines.pseudonymize) \
             if config.mqtt.enabled else None
-        checkpoints = rules.Checkpoints(writer, log, None if bus is None else bus.checkpoint)
+        # a record (the chain's head, to ship off the machine): written at any [log] level
+        checkpoints = rules.Checkpoints(writer, record_logger("sipguard.audit"),
+                                        None if bus is None else bus.checkpoint)
         gate = Gate(config, index, emit=decision_sinks(decision_lines, writer, loop, tally, bus),
                     counter=counter)
         warm_up(gate, config)

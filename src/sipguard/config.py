@@ -321,8 +321,8 @@ class LogConfig:
     format: Literal["json", "console"] = doc("Decision log format.", "json")
     pseudonymize: bool = doc("Replace numbers in logs by keyed HMAC pseudonyms.", True)
     level: Literal["debug", "info", "warning", "error"] = doc(
-        "Lowest level of the operational lines written. The call.decision lines are written "
-        "whatever the level: they are compliance records (one per decision).",
+        "Lowest level of the operational lines written. The call.decision and "
+        "audit.checkpoint lines are written whatever the level: they are records.",
         "info",
     )
     file: str = doc("Write the log to this file instead of stdout; empty means stdout. A log that "

@@ -235,7 +235,7 @@ class DecisionLog:
     def __init__(self, pseudonymize: Pseudonymizer | None, logger: Any = None) -> None:
         self.pseudonymize = pseudonymize
         self._injected = logger is not None
-        self._log = logger if logger is not None else _decision_logger()
+        self._log = logger if logger is not None else record_logger("sipguard.decision")
 
     def __call__(self, record: DecisionRecord) -> None:
         self.write((record,))
@@ -253,13 +253,14 @@ class DecisionLog:
             self._log.info(DECISION_EVENT, **event)
 
 
-def _decision_logger() -> Any:
-    """The configured pipeline with a level filter of its own that lets info through,
-    whatever `configure_logging` set for the other loggers."""
+def record_logger(name: str) -> Any:
+    """A logger for records (decision lines, audit checkpoints): the configured pipeline
+    with a level filter of its own that lets info through, whatever `configure_logging`
+    set for the operational lines."""
     return structlog.wrap_logger(
         None,
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory_args=("sipguard.decision",),
+        logger_factory_args=(name,),
     )
 
 

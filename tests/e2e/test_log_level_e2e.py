@@ -1,6 +1,7 @@
 """`[log] level` filters the operational lines only: through a real `serve` at level "error",
 every call still gets its call.decision line (CONTRACT §6: one line per decision; they are
-compliance records), in either format."""
+compliance records), in either format, and the audit chain's head still gets its
+audit.checkpoint line (logged at the clean stop: what an operator ships off the machine)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def test_every_decision_is_logged_at_level_error(start_gateway, unused_port, fmt
     assert len(decisions) == CALLS, lines
     for call_id, line in zip(call_ids, decisions, strict=True):
         assert call_id in line and "invalid-number" in line, line
+    assert [line for line in lines if "audit.checkpoint" in line], lines
     # the level is in force: the info lines of a start are not written
     assert not [line for line in lines if "sipguard.ready" in line], lines
     if fmt == "json":
