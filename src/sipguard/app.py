@@ -11,7 +11,6 @@ import gc
 import ipaddress
 import os
 import signal
-import ssl
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
@@ -22,7 +21,8 @@ import phonenumbers
 import structlog
 
 from sipguard import housekeeping as rules
-from sipguard.bus.mqtt import PASSWORD_ENV, TLS_KEY_PASSWORD_ENV, MqttBus
+from sipguard.bus.mqtt import PASSWORD_ENV, MqttBus
+from sipguard.bus.tls import tls_context
 from sipguard.config import Config, ListenAddress, is_wildcard, split_host_port
 from sipguard.errors import ConfigError
 from sipguard.log import (
@@ -306,29 +306,9 @@ def mqtt_bus(
 ) -> MqttBus:
     """The `[mqtt]` bus; its password (SIPGUARD_MQTT_PASSWORD) and its TLS key's passphrase
     (SIPGUARD_MQTT_TLS_KEY_PASSWORD) come from the environment, never the file."""
-    mqtt = config.mqtt
-    tls, _host, _port = mqtt.broker()
-    context = None
-    if tls:
-        cafile = str(config.resolve(mqtt.tls_ca_file)) if mqtt.tls_ca_file else None
-        try:
-            context = ssl.create_default_context(cafile=cafile)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError("mqtt.tls_ca_file", f"cannot load {cafile!r}: {exc}") from None
-        if mqtt.tls_cert_file:
-            certfile = str(config.resolve(mqtt.tls_cert_file))
-            keyfile = str(config.resolve(mqtt.tls_key_file)) if mqtt.tls_key_file else None
-            try:
-                # a callable: an encrypted key with no passphrase set fails here, not at a
-                # prompt on a terminal serve may not have
-                context.load_cert_chain(certfile, keyfile,
-                                        password=lambda: environ.get(TLS_KEY_PASSWORD_ENV, ""))
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError("mqtt.tls_cert_file",
-                                  f"cannot load the client certificate and key: {exc}") from None
     return MqttBus(config, store, index, log=structlog.get_logger("sipguard.mqtt"),
                    pseudonymize=pseudonymize, password=environ.get(PASSWORD_ENV),
-                   tls_context=context)
+                   tls_context=tls_context(config, environ))
 
 
 def warm_up(gate: Gate, config: Config) -> None:

@@ -19,7 +19,8 @@ import pytest
 
 from e2e.harness import Mosquitto
 from sipguard.app import mqtt_bus
-from sipguard.bus.mqtt import PASSWORD_ENV, TLS_KEY_PASSWORD_ENV
+from sipguard.bus.mqtt import PASSWORD_ENV
+from sipguard.bus.tls import TLS_KEY_PASSWORD_ENV
 from sipguard.config import parse_config
 from sipguard.errors import ConfigError
 from sipguard.store.index import Index

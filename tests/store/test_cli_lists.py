@@ -117,8 +117,10 @@ def test_error_paths_give_one_clear_line(
         # RFC 6761 §6.4: a name under .invalid never resolves, wherever this runs
         ('[[trunks]]\nuri = "sip:trunk.invalid:5060;transport=udp"\n',
          "config error: trunks[0].uri: cannot resolve 'trunk.invalid': "),
+        ('[mqtt]\nenabled = true\nurl = "mqtts://127.0.0.1:8883"\ntls_ca_file = "junk.pem"\n',
+         "config error: mqtt.tls_ca_file: cannot load "),
     ],
-    ids=["wildcard-listen", "wildcard-advertised", "unresolvable-trunk"],
+    ids=["wildcard-listen", "wildcard-advertised", "unresolvable-trunk", "ca-not-loading"],
 )
 def test_config_check_refuses_what_serve_refuses(
     cli: Cli, tmp_path: Path, section: str, expected: str
@@ -127,6 +129,7 @@ def test_config_check_refuses_what_serve_refuses(
     bad = tmp_path / "bad.toml"
     bad.write_text(f'[store]\npath = "{tmp_path / "var" / "sipguard.db"}"\n'
                    '[log]\npseudonymize = false\n' + section)
+    (tmp_path / "junk.pem").write_text("no certificate\n")
     for command in (("config", "check"), ("serve",)):
         done = cli(*command, "-c", str(bad), config=False, timeout=30)
         assert done.returncode == 2, done.stderr

@@ -44,7 +44,6 @@ from sipguard.store.index import Index
 
 QOS = 1  # CONTRACT §7
 PASSWORD_ENV = "SIPGUARD_MQTT_PASSWORD"
-TLS_KEY_PASSWORD_ENV = "SIPGUARD_MQTT_TLS_KEY_PASSWORD"
 # PUBACKs outstanding at once. Enough for ~3,000 events/s to a broker 10 ms away; aiomqtt
 # walks every outstanding call on each publish, so more would cost CPU per event.
 MAX_INFLIGHT = 32

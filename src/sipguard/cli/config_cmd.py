@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from sipguard.bus.tls import tls_context
 from sipguard.cli import add_config_option
 from sipguard.config import DEFAULT_CONFIG, load_config, reference
 from sipguard.trunks import resolve_trunks
@@ -27,6 +28,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     # What only this machine can tell, checked by the code `serve` runs at start: this is
     # where `serve` will run, and a name that does not resolve here stops it there.
     resolve_trunks(config)
+    if config.mqtt.enabled:
+        tls_context(config)  # the broker's CA and our certificate load
     campaigns = ", ".join(sorted(config.campaigns))
     print(
         f"{path}: OK ({len(config.trunks)} trunk(s), campaigns: {campaigns}; "
