@@ -310,3 +310,40 @@ async def test_serve_task_under_hold_says_so_once(store: Store) -> None:
     await run_until(log, "retention.purged", 1, task)
     assert [e for _, e, _ in log.events] == ["retention.held"]
     assert await count(store, "decisions") == 1
+
+
+async def test_the_change_log_keeps_its_newest_rows(store: Store) -> None:
+    for number in (A, B, C, D):
+        await store.add_entry("internal", number, "add", kind=ListKind.INTERNAL)
+    last = (await store.fetchall("SELECT max(seq) FROM changes"))[0][0]
+    logged = await count(store, "changes")
+    assert logged >= 4
+    dry = await purge(store, config(), NOW, dry_run=True, keep_changes=2)
+    done = await purge(store, config(), NOW, keep_changes=2)
+    assert dry.changes == done.changes == logged - 2
+    kept = [r[0] for r in await store.fetchall("SELECT seq FROM changes ORDER BY seq")]
+    assert kept == [last - 1, last]
+    with_hold = await purge(store, config(hold=True), NOW, keep_changes=0)
+    assert with_hold.changes == 0 and await count(store, "changes") == 2
+
+
+async def test_a_server_behind_a_purged_change_log_reads_the_whole_store(store: Store) -> None:
+    """Changes this server had not read were purged: its next refresh must not apply only
+    what is left (the opt-out and the consent would never reach it)."""
+    await store.add_entry("internal", X, "add", kind=ListKind.INTERNAL)
+    index = await store.load_index()
+    before = index.seq
+    await store.add_entry("internal", A, "add")  # an opt-out this server has not read
+    await store.grant_consent(B, "sales", ConsentType.EXPRESS_WRITTEN, "form 7", granted_at=NOW)
+    await store.add_entry("internal", C, "add")
+    assert (await purge(store, config(), NOW, keep_changes=1)).changes >= 2
+    assert await store.refresh(index)
+    assert index.seq > before and index.healthy
+    assert [m.list_name for m in index.memberships(A)] == ["internal"]
+    assert [c.source for c in index.consents(B)] == ["form 7"]
+    assert [m.list_name for m in index.memberships(C)] == ["internal"]
+    assert [m.list_name for m in index.memberships(X)] == ["internal"]
+    # and from there on, the log is followed row by row again
+    await store.add_entry("internal", D, "add")
+    assert await store.refresh(index)
+    assert [m.list_name for m in index.memberships(D)] == ["internal"]

@@ -116,6 +116,16 @@ class Index:
         self._problems: dict[str, str] = {_READ: "store not loaded"}  # by side, read/write
         self.error: str | None = "store not loaded"  # the first problem: asked per call
 
+    def adopt(self, other: Index) -> None:
+        """Take the contents of `other`, a full reload that succeeded, whole: plain
+        assignments on the loop thread, so a decision sees all of the old or all of the new.
+        A problem writing records stays this index's own."""
+        self._lists, self._by_name, self._order = other._lists, other._by_name, other._order
+        self._overlaid, self._consents = other._overlaid, other._consents
+        self._subjects = other._subjects
+        self.seq = other.seq
+        self.mark_healthy()
+
     # -- Facts -------------------------------------------------------------------------
 
     def memberships(self, number: str) -> Sequence[Membership]:

@@ -21,7 +21,10 @@ What goes, each once older than its cutoff (`cutoffs`):
   the supersession time is the creation of the first generation whose `entries_upto`
   reaches the entry (add/remove imports carry `entries_upto` over, so only a replace
   moves it). The current generation and every entry above its `entries_upto` stay, however
-  old: they are the list, and dropping an old opt-out would allow the call.
+  old: they are the list, and dropping an old opt-out would allow the call;
+* the change log (`changes`: kinds and row ids, what running servers follow) but its newest
+  `KEEP_CHANGES` rows. A server that had not read the rows purged finds the gap and reads
+  the whole store again (`sync.refresh`), so no change is ever missed.
 
 Rows go `batch` at a time, one short write transaction each, so the record writer, which
 shares the connection's lock and the database's write lock, waits at most one batch.
@@ -44,6 +47,9 @@ from sipguard.store.db import Store
 
 BATCH = 5000
 MIN_ATTEMPTS_AGE = timedelta(days=1)
+# Change-log rows kept: far more than a server polling every second falls behind by, and a
+# few MB at most (each names a row by id; no personal data).
+KEEP_CHANGES = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +89,17 @@ class PurgeResult:
     list_entries: int = 0
     generation_chunks: int = 0
     generations: int = 0
+    changes: int = 0
 
     @property
     def total(self) -> int:
-        return (self.decisions + self.attempts + self.consents + self.list_entries
-                + self.generation_chunks + self.generations)
+        return sum(self.counts().values())
 
     def counts(self) -> dict[str, int]:
         return {
             "decisions": self.decisions, "attempts": self.attempts, "consents": self.consents,
             "list_entries": self.list_entries, "generation_chunks": self.generation_chunks,
-            "generations": self.generations,
+            "generations": self.generations, "changes": self.changes,
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -103,6 +109,7 @@ class PurgeResult:
 
 # Each: the rows of a table (aliased `t`) that may go, given its parameters.
 _ATTEMPTS = "t.at < ?"
+_CHANGES = "t.seq <= (SELECT max(seq) FROM changes) - ?"
 # An EBR ends without a date of its own: at the end of its term (data/consent_rules.toml),
 # the longest any country gives its type, so none is deleted while a call may rest on it.
 _EBR_TERMS = {kind: max(t.max_days for t in ebr_terms() if t.type is kind) for kind in EBR_TYPES}
@@ -137,7 +144,8 @@ _SUPERSEDED_UPTO = (
 
 
 async def purge(
-    store: Store, config: Config, now: datetime, *, dry_run: bool = False, batch: int = BATCH
+    store: Store, config: Config, now: datetime, *, dry_run: bool = False, batch: int = BATCH,
+    keep_changes: int = KEEP_CHANGES,
 ) -> PurgeResult:
     """Apply `config.retention` at `now`; count only with `dry_run`. Raises StoreError."""
     cutoffs = Cutoffs.of(config, now)
@@ -166,6 +174,7 @@ async def purge(
         # chunks first: they reference their generation
         generation_chunks=await table.rows("generation_chunks", _CHUNKS, (lists,)),
         generations=await table.rows("generations", _replaced("t"), (lists,)),
+        changes=await table.rows("changes", _CHANGES, (keep_changes,)),
     )
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from pyroaring import BitMap64
 
 from sipguard.errors import StoreError
-from sipguard.policy.model import SubjectRight
+from sipguard.policy.model import Consent, SubjectRequest, SubjectRight
 from sipguard.store.codec import chunks_bitmap
 from sipguard.store.rows import (
     CONSENT_COLUMNS,
@@ -69,27 +69,24 @@ async def load_index(store: Store, index: Index | None = None) -> Index:
 
 
 async def refresh(store: Store, index: Index) -> bool:
-    """Apply the changes committed since `index.seq`; True when there were any."""
+    """Apply the changes committed since `index.seq`; True when there were any.
+
+    The log's sequence numbers follow one another (AUTOINCREMENT, never reused). When the
+    first one after `index.seq` is not the next, a retention purge deleted rows this
+    server had not read: the whole store is read again and replaces the index's contents
+    at once (decisions made meanwhile use the old contents whole)."""
     async with store.transaction(write=False):
         rows = await store.fetchall(
             "SELECT seq, kind, ref FROM changes WHERE seq > ? ORDER BY seq", (index.seq,)
         )
-        if not rows:
-            return False
-        refs: dict[str, set[int]] = {"list": set(), "entry": set(), "consent": set(),
-                                     "subject": set()}
-        for _, kind, ref in rows:
-            refs[str(kind)].add(int(ref))
-        loads = []
-        for list_id in sorted(refs["list"]):
-            found = await store.fetchall(f"{LIST_QUERY} WHERE l.id = ?", (list_id,))
-            if found:
-                info = list_info(found[0])
-                changed = info.generation != index.generation_of(info.id)
-                loads.append(await _read_list(store, info, changed))
-        entries = await store.entries_by_id(refs["entry"])
-        consents = await store.consents_by_id(refs["consent"])
-        requests = await store.subject_requests_by_id(refs["subject"])
+        lost = bool(rows) and int(rows[0][0]) != index.seq + 1
+        read = None if lost or not rows else await _read_changes(store, index, rows)
+    if lost:
+        index.adopt(await load_index(store))
+        return True
+    if read is None:
+        return False
+    loads, entries, consents, requests = read
     bitmaps = await asyncio.to_thread(_deserialize_all, loads)
     # From here on: plain assignments on the loop thread, no await in between.
     for load, bitmap in zip(loads, bitmaps, strict=True):
@@ -107,6 +104,26 @@ async def refresh(store: Store, index: Index) -> bool:
         index.put_subject_request(request)
     index.seq = max(int(r[0]) for r in rows)
     return True
+
+
+async def _read_changes(
+    store: Store, index: Index, rows: list[sqlite3.Row]
+) -> tuple[list[_ListLoad], list[Entry], list[Consent], list[SubjectRequest]]:
+    """What the change-log rows name, read inside the caller's read transaction."""
+    refs: dict[str, set[int]] = {"list": set(), "entry": set(), "consent": set(),
+                                 "subject": set()}
+    for _, kind, ref in rows:
+        refs[str(kind)].add(int(ref))
+    loads = []
+    for list_id in sorted(refs["list"]):
+        found = await store.fetchall(f"{LIST_QUERY} WHERE l.id = ?", (list_id,))
+        if found:
+            info = list_info(found[0])
+            changed = info.generation != index.generation_of(info.id)
+            loads.append(await _read_list(store, info, changed))
+    return (loads, await store.entries_by_id(refs["entry"]),
+            await store.consents_by_id(refs["consent"]),
+            await store.subject_requests_by_id(refs["subject"]))
 
 
 async def _read_list(store: Store, info: ListInfo, with_bulk: bool) -> _ListLoad:
