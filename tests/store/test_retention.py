@@ -293,6 +293,22 @@ async def test_serve_task_purges_on_schedule(store: Store) -> None:
     assert await count(store, "decisions") == 0
 
 
+async def test_serve_task_drops_purged_consents_from_the_server_s_index(store: Store) -> None:
+    ancient = utcnow() - 4000 * DAY
+    await store.grant_consent(A, "sales", ConsentType.EXPRESS_WRITTEN, "old form",
+                              granted_at=ancient)
+    await store.revoke_consent(A, "sales", "call", at=ancient + DAY)
+    await store.grant_consent(B, "sales", ConsentType.EXPRESS_WRITTEN, "form", granted_at=ancient)
+    index = await store.load_index()
+    assert len(index.consents(A)) == 1
+    log = Recorder()
+    task = asyncio.create_task(run_retention(store, config(purge_every=60), log, 0.0,
+                                             index=index))
+    await run_until(log, "retention.purged", 1, task)
+    assert log.named("retention.purged")[0]["consents"] == 1
+    assert index.consents(A) == () and [c.source for c in index.consents(B)] == ["form"]
+
+
 async def test_serve_task_logs_a_store_failure_and_goes_on(store: Store) -> None:
     await store.run("DROP TABLE attempts")
     log = Recorder()
