@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -40,6 +41,18 @@ def test_import_add_remove_and_lists(cli: Cli, tmp_path: Path) -> None:
     assert rows["fl"][:4] == ["fl", "state", "US-FL", "2"]
     assert rows["internal"][3] == "0"
     assert rows["national"][3] == "2"
+
+    # --mode remove takes the file's numbers out of the list, and only those
+    (tmp_path / "gone.txt").write_text("2025550101\n2025550199\n")
+    done = cli("dnc", "import", "gone.txt", "--list", "national", "--mode", "remove")
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split() for line in cli("dnc", "lists").stdout.splitlines()[1:]}
+    assert rows["national"][3] == "1"
+    at = "2026-06-03T18:00:00Z"  # a Wednesday, 14:00 in Washington: inside every window
+    # 2025550101 left national, and is still on the state list "fl"
+    for number, reason in (("2025550100", "dnc-national"), ("2025550101", "dnc-state")):
+        checked = json.loads(cli("check", number, "--at", at).stdout)
+        assert checked["reason"] == reason, checked
 
 
 def test_strict_imports_nothing(cli: Cli, tmp_path: Path) -> None:
