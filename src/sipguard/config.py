@@ -219,9 +219,12 @@ class PolicyConfig:
         "campaign",
     )
     stale_list: Literal["warn", "block"] = doc(
-        "A national DNC list older than its safe-harbor limit (US/CA 31 days, UK TPS 28, "
-        "AU 30): 'warn' logs at start and hourly; 'block' also blocks calls that depend on "
-        "it with reason dnc-national (rule stale-list).",
+        "A list a campaign checks that cannot be relied on: a national DNC list older than "
+        "its safe-harbor limit (US/CA 31 days, UK TPS 28, AU 30), or a list a campaign "
+        "names by name that the store does not hold. 'warn' logs it at start and hourly "
+        "(dnc.list_stale, dnc.list_missing) and notes it in the rule trail; 'block' also "
+        "blocks the calls that depend on it (rule stale-list): dnc-national for a stale "
+        "national list, dnc-custom for a missing one.",
         "warn",
     )
     caps: tuple[CapConfig, ...] = doc(
@@ -248,7 +251,10 @@ class CampaignConfig:
         "telemarketing",
     )
     lists: tuple[str, ...] = doc(
-        "Names of the lists checked for this campaign.",
+        "Lists checked for this campaign, by kind (every list of that kind: 'national', "
+        "'state', 'litigator', 'custom', ...) or by list name (e.g. 'acme-suppression'). "
+        "Internal lists always apply. A name that is neither a kind nor a list in the store "
+        "is warned about (see policy.stale_list).",
         factory=lambda: ("internal", "national", "state", "litigator"),
     )
     require_consent: bool = doc("Block calls without an active consent for this campaign.", False)

@@ -206,6 +206,23 @@ def test_a_stale_national_list_blocks_when_configured() -> None:
                   T0).reason is Reason.NO_RESTRICTION
 
 
+def test_a_list_the_campaign_names_that_the_store_lacks_warns_or_blocks() -> None:
+    campaign = CampaignConfig(lists=("internal", "national", "acme-suppression"))
+    facts = MemoryFacts(lists=[ListInfo("national", ListKind.NATIONAL, "US", T0)])
+    attempt = Attempt(NY, NY, None, "default", "")
+    warn = decide(attempt, facts, campaign, PolicyConfig(), T0)
+    assert warn.reason is Reason.NO_RESTRICTION
+    step = next(s for s in warn.trail if s.rule == "stale-list")
+    assert step.detail.startswith("warning: list 'acme-suppression' is not in the store")
+    block = decide(attempt, facts, campaign, PolicyConfig(stale_list="block"), T0)
+    assert (block.action, block.reason, block.rule) == (
+        Action.BLOCK, Reason.DNC_CUSTOM, "stale-list")
+    facts.add_list(ListInfo("acme-suppression", ListKind.CUSTOM, None, None))
+    later = T0 + timedelta(minutes=1)  # the catalogue is read once a minute
+    assert decide(attempt, facts, campaign, PolicyConfig(stale_list="block"),
+                  later).reason is Reason.NO_RESTRICTION
+
+
 # -- sipguard check --at against a real store ------------------------------------------
 
 

@@ -5,10 +5,10 @@ consent overrode it: the pipeline goes on) or an `Outcome` (allow or block: the
 pipeline stops). The order is issue 3's with issue 5's compliance rules inserted where
 `policy/rules.py` says (their adapters are in `policy/rule_steps.py`):
 
-emergency, valid-number, subject-rights, caller-id, calling-window, internal-dnc, litigator,
-national-state-dnc, stale-list, reassigned, wireless, require-consent, frequency-cap;
-then allow (`ebr` when an EBR let the call through the DNC lists, `consent` when a
-consent applied, else `no-restriction`). Every rule names its legal or contractual
+emergency, valid-number, subject-rights, caller-id, calling-window, internal-dnc, custom-dnc,
+litigator, national-state-dnc, stale-list, reassigned, wireless, require-consent,
+frequency-cap; then allow (`ebr` when an EBR let the call through the DNC lists, `consent`
+when a consent applied, else `no-restriction`). Every rule names its legal or contractual
 source in `RULES`; more can be inserted with `with_rule`.
 
 Frequency caps need the allowed attempts of the last days: `decide(..., counter=)`
@@ -154,6 +154,10 @@ RULES: tuple[Rule, ...] = (
          "campaign window"),
     Rule("internal-dnc", rs.internal_dnc, "47 CFR 64.1200(d)(3); 16 CFR 310.4(b)(1)(iii)(A)",
          bare=rs.internal_dnc_bare),
+    Rule("custom-dnc", rs.custom_dnc,
+         "the user's own suppression lists (kind custom) the campaign names, read as "
+         "internal opt-outs: 47 CFR 64.1200(d)(3); 16 CFR 310.4(b)(1)(iii)(A)",
+         bare=rs.custom_dnc_bare),
     Rule("litigator", litigator, "business risk list named by the campaign",
          bare=litigator_bare),
     Rule("national-state-dnc", rs.national_state_dnc,
@@ -162,7 +166,7 @@ RULES: tuple[Rule, ...] = (
          bare=rs.national_state_dnc_bare),
     Rule("stale-list", rs.stale_list,
          "47 CFR 64.1200(c)(2)(i)(D) (safe harbor: a registry copy at most 31 days old); "
-         "data/consent_rules.toml; policy stale_list"),
+         "data/consent_rules.toml; campaign lists missing from the store; policy stale_list"),
     Rule("reassigned", rs.reassigned, "47 CFR 64.1200(m) (RND safe harbor)",
          bare=rs.reassigned_bare),
     Rule("wireless", rs.wireless, "47 U.S.C. 227(b)(1)(A)(iii); 47 CFR 64.1200(a)(1)-(2)",

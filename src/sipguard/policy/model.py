@@ -24,6 +24,7 @@ class Reason(StrEnum):
     DNC_INTERNAL = "dnc-internal"
     DNC_NATIONAL = "dnc-national"
     DNC_STATE = "dnc-state"
+    DNC_CUSTOM = "dnc-custom"  # a list of kind `custom` the campaign names
     LITIGATOR = "litigator"
     NO_CONSENT = "no-consent"
     CONSENT_REVOKED = "consent-revoked"

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 # together), a module global is a dict read.
 ALLOW, BLOCK, FLAG = Action.ALLOW, Action.BLOCK, Action.FLAG
 INTERNAL, NATIONAL, STATE = ListKind.INTERNAL, ListKind.NATIONAL, ListKind.STATE
-LITIGATOR, REASSIGNED = ListKind.LITIGATOR, ListKind.REASSIGNED
+LITIGATOR, REASSIGNED, CUSTOM = ListKind.LITIGATOR, ListKind.REASSIGNED, ListKind.CUSTOM
 
 
 class Context:
