@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 from sipguard.errors import ConfigError, PolicyError
 from sipguard.policy.caps import configured_cap
 from sipguard.policy.consent_rules import normalise_caller_ids
+from sipguard.policy.model import ALLOW_REASONS, TAGGABLE, UNTAGGABLE, Reason
 from sipguard.policy.numbers import Numbers
 from sipguard.policy.windows import WeekHours
 from sipguard.sip.uri import parse_trunk_uri
@@ -242,6 +243,14 @@ class PolicyConfig:
         "{ US-LA = ['2023-07-03'] } for a day a governor declares.",
         factory=dict,
     )
+    tag_reasons: tuple[str, ...] = doc(
+        "Block reasons in tag mode, for every campaign, e.g. ['outside-calling-window', "
+        "'frequency-cap']: a call such a rule would block is forwarded flagged instead "
+        "(<tag_header>: flag;reason=...), unless a later rule blocks it for a reason not "
+        "in tag mode (then it is blocked). Any block reason but invalid-number and "
+        "store-unavailable (see on_store_error).",
+        factory=tuple,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +286,10 @@ class CampaignConfig:
     )
     caps: tuple[CapConfig, ...] = doc(
         "Extra frequency caps for this campaign, e.g. [{ max_calls = 2, period = '24h' }].",
+        factory=tuple,
+    )
+    tag_reasons: tuple[str, ...] = doc(
+        "Extra block reasons in tag mode for this campaign (added to policy.tag_reasons).",
         factory=tuple,
     )
 
@@ -619,6 +632,7 @@ def _validate_policy(policy: PolicyConfig) -> None:
     if policy.reuse_entries < 1:
         raise ConfigError("policy.reuse_entries", "must be at least 1")
     _validate_caps("policy.caps", policy.caps)
+    _validate_tag_reasons("policy.tag_reasons", policy.tag_reasons)
     for region, days in policy.extra_holidays.items():
         for i, day in enumerate(days):
             try:
@@ -695,8 +709,24 @@ def _validate_caps(key: str, caps: tuple[CapConfig, ...]) -> None:
             raise ConfigError(f"{key}[{i}].period", str(exc)) from None
 
 
+def _validate_tag_reasons(key: str, reasons: tuple[str, ...]) -> None:
+    """Only what a rule blocks can be put in tag mode."""
+    for i, text in enumerate(reasons):
+        where = f"{key}[{i}]"
+        if text not in Reason._value2member_map_:
+            raise ConfigError(where, f"{text!r} is not a reason code (block reasons: "
+                                     f"{', '.join(sorted(TAGGABLE))})")
+        reason = Reason(text)
+        if reason in ALLOW_REASONS:
+            raise ConfigError(where, f"{text!r} is an allow reason; only block reasons can "
+                                     "be tagged")
+        if reason in UNTAGGABLE:
+            raise ConfigError(where, f"{text!r} cannot be tagged: {UNTAGGABLE[reason]}")
+
+
 def _validate_campaign(key: str, campaign: CampaignConfig, region: str) -> None:
     _validate_caps(f"{key}.caps", campaign.caps)
+    _validate_tag_reasons(f"{key}.tag_reasons", campaign.tag_reasons)
     for i, number in enumerate(campaign.allowed_caller_ids):
         try:
             normalise_caller_ids((number,), region)

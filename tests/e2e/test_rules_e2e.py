@@ -1,5 +1,5 @@
-"""The rules end to end through SIPp: the calling window, the frequency cap, and a custom
-list imported with the real CLI while serving.
+"""The rules end to end through SIPp: the calling window, the frequency cap, a custom list
+imported with the real CLI while serving, and a rule in tag mode.
 
 The called numbers are in London (+44): no statutory window is shipped for GB, so only the
 campaign's own hours apply and the tests do not depend on the hour they run at.
@@ -106,7 +106,7 @@ def test_the_cap_blocks_the_third_call_and_survives_a_restart(
     assert [e.get("attempts_counted") for e in ready] == [0, 2]
 
 
-# -- custom lists -------------------------------------------------------------------------
+# -- custom lists and tag mode -------------------------------------------------------------
 
 SUPPRESSED = ["internal", "national", "acme-suppression"]
 
@@ -158,3 +158,35 @@ def test_a_custom_list_the_campaign_names_blocks_its_numbers(
         f"allow;reason=no-restriction;id={lines[1]['decision_id']}"), show(invite)
     gw.assert_alive()
 
+
+def test_a_window_in_tag_mode_forwards_flagged_and_hides_no_later_block(
+    start_gateway, sipp, tmp_path
+) -> None:
+    tomorrow = datetime.now(ZoneInfo("Europe/London")).date() + timedelta(days=1)
+    window = {DAYS[tomorrow.weekday()]: "10:00-11:00"}  # today is closed
+    uas = sipp("uas_basic.xml", "uas")
+    gw = start_gateway([Trunk(uas.port)], overrides={
+        "policy": {"tag_reasons": ["outside-calling-window"]},
+        "campaigns": {"default": {"window": window, "lists": SUPPRESSED}},
+    })
+    _import_custom(gw, tmp_path, [LONDON_LISTED])
+
+    flagged = sipp("uac_basic.xml", "uac1", remote=gw.address, args=_args(1)).wait(30)
+    assert_all_succeeded(flagged, 1)
+    blocked = sipp(_expect_603(tmp_path), "uac2", remote=gw.address,
+                   args=_args(1, LONDON_LISTED)).wait(30)
+    assert_all_succeeded(blocked, 1)
+    (resp,) = blocked.received("INVITE", 603)
+    assert resp.header("Reason") == 'SIP;cause=603;text="dnc-custom"', show(resp)
+    assert not resp.header("Retry-After"), show(resp)  # not a window block
+    time.sleep(0.3)
+    trunk = uas.stop()
+
+    lines = _decisions(gw)
+    assert [(e["decision"], e["reason"], e["rule"]) for e in lines] == [
+        ("flag", "outside-calling-window", "calling-window"),
+        ("block", "dnc-custom", "custom-dnc")]
+    (invite,) = [m for m in trunk.received("INVITE") if "tag=" not in m.header("To")]
+    assert invite.header("X-Sipguard-Decision") == (
+        f"flag;reason=outside-calling-window;id={lines[0]['decision_id']}"), show(invite)
+    gw.assert_alive()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from sipguard.config import CampaignConfig, PolicyConfig
+from sipguard.errors import StoreError
 from sipguard.policy.engine import RULES, Outcome, Rule, decide, with_rule
 from sipguard.policy.facts import MemoryFacts, UnavailableFacts
 from sipguard.policy.model import (
@@ -18,6 +20,7 @@ from sipguard.policy.model import (
     Facts,
     ListInfo,
     ListKind,
+    ListMeta,
     Membership,
     Reason,
     Step,
@@ -39,6 +42,9 @@ LENIENT = PolicyConfig(on_store_error="allow")
 STRIP_9 = PolicyConfig(strip_prefixes=("9",))
 SUPPRESSES = CampaignConfig(lists=("internal", "national", "acme-suppression", "litigator"))
 CUSTOM_KIND = CampaignConfig(lists=("custom",))
+TAG_LITIGATOR = PolicyConfig(tag_reasons=("litigator",))
+TAG_LISTS = PolicyConfig(tag_reasons=("litigator", "dnc-national", "dnc-custom"))
+TAG_NO_CONSENT = PolicyConfig(tag_reasons=("no-consent",))
 
 E, EW = ConsentType.EXPRESS, ConsentType.EXPRESS_WRITTEN
 EBR = ConsentType.EBR_PURCHASE
@@ -90,6 +96,12 @@ ALLOW, BLOCK, FLAG = Action.ALLOW, Action.BLOCK, Action.FLAG
 R = Reason
 DOWN = UnavailableFacts("disk I/O error")
 
+
+class CatalogueDown(MemoryFacts):
+    """Answers for numbers, not for the list catalogue (the stale-list rule asks it)."""
+
+    def lists(self) -> Sequence[ListMeta]:
+        raise StoreError("list catalogue unreadable")
 
 CASES = [
     Case("nothing known", (ALLOW, R.NO_RESTRICTION, "allow")),
@@ -253,6 +265,37 @@ CASES = [
     Case("monitor: invalid", (FLAG, R.INVALID_NUMBER, "valid-number"), dialled="1", callee=None,
          policy=MONITOR),
     Case("monitor: allowed stays allowed", (ALLOW, R.NO_RESTRICTION, "allow"), policy=MONITOR),
+    # tag mode: a tagged block flags only when no later rule blocks for an untagged reason
+    Case("tag: litigator flagged", (FLAG, R.LITIGATOR, "litigator"),
+         lists=(on(ListKind.LITIGATOR),), policy=TAG_LITIGATOR),
+    Case("tag: the national list after it still blocks", (BLOCK, R.DNC_NATIONAL,
+         "national-state-dnc"), lists=(on(ListKind.LITIGATOR), on(ListKind.NATIONAL)),
+         policy=TAG_LITIGATOR),
+    Case("tag: require-consent after it still blocks", (BLOCK, R.NO_CONSENT,
+         "require-consent"), lists=(on(ListKind.LITIGATOR),), campaign=REQUIRES,
+         policy=TAG_LITIGATOR),
+    Case("tag: an untagged block before it decides", (BLOCK, R.DNC_INTERNAL, "internal-dnc"),
+         lists=(on(ListKind.INTERNAL), on(ListKind.LITIGATOR)), policy=TAG_LITIGATOR),
+    Case("tag: two tagged blocks flag with the first", (FLAG, R.DNC_CUSTOM, "custom-dnc"),
+         lists=(on(ListKind.NATIONAL), on(ListKind.LITIGATOR), acme()),
+         campaign=SUPPRESSES, policy=TAG_LISTS),
+    Case("tag: an allowed call stays allowed", (ALLOW, R.CONSENT, "allow"),
+         lists=(on(ListKind.NATIONAL),), consents=(consent(EW),), policy=TAG_LISTS),
+    Case("tag: nothing to tag", (ALLOW, R.NO_RESTRICTION, "allow"), policy=TAG_LISTS),
+    Case("tag: no-consent from a number the store does not know", (FLAG, R.NO_CONSENT,
+         "require-consent"), campaign=REQUIRES, policy=TAG_NO_CONSENT),
+    Case("tag: consent-revoked is another reason", (BLOCK, R.CONSENT_REVOKED,
+         "require-consent"), campaign=REQUIRES, consents=(consent(revoked=NOW - DAY),),
+         policy=TAG_NO_CONSENT),
+    Case("tag set by the campaign", (FLAG, R.DNC_NATIONAL, "national-state-dnc"),
+         lists=(on(ListKind.NATIONAL),), campaign=CampaignConfig(tag_reasons=("dnc-national",))),
+    Case("tag: invalid-number is never tagged", (BLOCK, R.INVALID_NUMBER, "valid-number"),
+         dialled="555", callee=None, policy=PolicyConfig(tag_reasons=("invalid-number",))),
+    Case("tag and monitor: the later block is flagged", (FLAG, R.DNC_NATIONAL,
+         "national-state-dnc"), lists=(on(ListKind.LITIGATOR), on(ListKind.NATIONAL)),
+         policy=replace(TAG_LITIGATOR, mode="monitor")),
+    Case("tag, then the store fails", (BLOCK, R.STORE_UNAVAILABLE, "store"),
+         facts=CatalogueDown([(NUMBER, on(ListKind.LITIGATOR))]), policy=TAG_LITIGATOR),
     # the store cannot be read
     Case("store down, reject", (BLOCK, R.STORE_UNAVAILABLE, "store"), facts=DOWN),
     Case("store down, allow", (FLAG, R.STORE_UNAVAILABLE, "store"), facts=DOWN, policy=LENIENT),

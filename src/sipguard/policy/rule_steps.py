@@ -12,7 +12,8 @@ Each adapter turns a `RuleResult` into a trail `Step` (the pipeline goes on) or 
   its own detail, and the next-opening search runs once per minute for a closed location;
 * frequency caps: a number never called within the counter's horizon passes at once;
 * list freshness (and lists a campaign names that the store lacks): evaluated once per
-  minute and list catalogue.
+  minute and list catalogue;
+* tag mode: the block reasons a campaign's config puts in tag mode (`Prepared.tags`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sipguard.config import CampaignConfig, PolicyConfig
 from sipguard.policy import caps as caps_mod
 from sipguard.policy import consent_rules as cr
 from sipguard.policy import freshness, geo, windows
-from sipguard.policy.model import ConsentType, Facts, ListMeta, Membership, Reason, Step
+from sipguard.policy.model import TAGGABLE, ConsentType, Facts, ListMeta, Membership, Reason, Step
 from sipguard.policy.pipeline import (
     BLOCK,
     CUSTOM,
@@ -67,6 +68,8 @@ class Prepared:
     require_consent: bool
     emergency: frozenset[str]  # policy.emergency_numbers
     emergency_longest: int  # longest emergency number with a strip prefix: longer never is one
+    # block reason in tag mode -> the config key that put it there (`engine` reads it)
+    tags: Mapping[Reason, str]
 
 
 def prepare(campaign: CampaignConfig, policy: PolicyConfig, name: str) -> Prepared:
@@ -87,6 +90,12 @@ def prepare(campaign: CampaignConfig, policy: PolicyConfig, name: str) -> Prepar
         region: {date.fromisoformat(d): "declared holiday (policy.extra_holidays)" for d in days}
         for region, days in policy.extra_holidays.items()
     }
+    tags: dict[Reason, str] = {}
+    for key, reasons in (("policy.tag_reasons", policy.tag_reasons),
+                         ("the campaign's tag_reasons", campaign.tag_reasons)):
+        for text in reasons:
+            if text in TAGGABLE:  # validated; never tag what config check refuses
+                tags.setdefault(Reason(text), key)
     return Prepared(
         campaign=name,
         purpose=campaign.purpose,
@@ -99,6 +108,7 @@ def prepare(campaign: CampaignConfig, policy: PolicyConfig, name: str) -> Prepar
         require_consent=campaign.require_consent,
         emergency=frozenset(policy.emergency_numbers),
         emergency_longest=longest,
+        tags=tags,
     )
 
 

@@ -44,6 +44,9 @@ each one slots into issue 3's order (`policy/engine.py`):
 
 `serve` logs `stale_lists(facts.lists(), now, default_region)` and `missing_lists(campaign
 lists, facts.lists())` at start and every hour.
+
+Tag mode (`tag_reasons`): any rule's block may be turned into a flag by config; the engine
+then runs the rules after it, and a later block not in tag mode still blocks.
 """
 
 from __future__ import annotations
