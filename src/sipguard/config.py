@@ -754,4 +754,7 @@ def reference(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]
             f.default_factory() if f.default_factory is not MISSING else ""
         )
         rows.append((key, repr(default), f.metadata.get("doc", "")))
+        item = get_args(hint)[1] if get_origin(hint) is dict else None
+        if is_dataclass(item) and isinstance(item, type):  # campaigns.NAME.purpose, ...
+            rows.extend(reference(item, key + ".NAME."))
     return rows
