@@ -337,9 +337,11 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         stack.push_async_callback(store.close)
         index = await load_index(store)
         # issue 5: frequency caps count the stored attempts of their longest period;
-        # stale national lists are warned about now and hourly (run_housekeeping)
+        # stale national lists and lists campaigns name that the store lacks are warned
+        # about now and hourly (run_housekeeping)
         counter = await rules.load_counter(store, config)
         rules.warn_stale_lists(index, config, log)
+        rules.warn_missing_lists(index, config, log)
         writer = RecordWriter(store, log=log, on_loss=index.recording_lost)
         tally = DecisionTally() if config.metrics.listen else None
         decision_lines = decision_log(config)

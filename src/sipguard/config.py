@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 from sipguard.errors import ConfigError, PolicyError
 from sipguard.policy.caps import configured_cap
 from sipguard.policy.consent_rules import normalise_caller_ids
+from sipguard.policy.model import ALLOW_REASONS, TAGGABLE, UNTAGGABLE, Reason
 from sipguard.policy.numbers import Numbers
 from sipguard.policy.windows import WeekHours
 from sipguard.sip.uri import parse_trunk_uri
@@ -253,9 +254,12 @@ class PolicyConfig:
         "campaign",
     )
     stale_list: Literal["warn", "block"] = doc(
-        "A national DNC list older than its safe-harbor limit (US/CA 31 days, UK TPS 28, "
-        "AU 30): 'warn' logs at start and hourly; 'block' also blocks calls that depend on "
-        "it with reason dnc-national (rule stale-list).",
+        "A list a campaign checks that cannot be relied on: a national DNC list older than "
+        "its safe-harbor limit (US/CA 31 days, UK TPS 28, AU 30), or a list a campaign "
+        "names by name that the store does not hold. 'warn' logs it at start and hourly "
+        "(dnc.list_stale, dnc.list_missing) and notes it in the rule trail; 'block' also "
+        "blocks the calls that depend on it (rule stale-list): dnc-national for a stale "
+        "national list, dnc-custom for a missing one.",
         "warn",
     )
     caps: tuple[CapConfig, ...] = doc(
@@ -273,6 +277,14 @@ class PolicyConfig:
         "{ US-LA = ['2023-07-03'] } for a day a governor declares.",
         factory=dict,
     )
+    tag_reasons: tuple[str, ...] = doc(
+        "Block reasons in tag mode, for every campaign, e.g. ['outside-calling-window', "
+        "'frequency-cap']: a call such a rule would block is forwarded flagged instead "
+        "(<tag_header>: flag;reason=...), unless a later rule blocks it for a reason not "
+        "in tag mode (then it is blocked). Any block reason but invalid-number and "
+        "store-unavailable (see on_store_error).",
+        factory=tuple,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +301,10 @@ class CampaignConfig:
         "telemarketing",
     )
     lists: tuple[str, ...] = doc(
-        "Names of the lists checked for this campaign.",
+        "Lists checked for this campaign, by kind (every list of that kind: 'national', "
+        "'state', 'litigator', 'custom', ...) or by list name (e.g. 'acme-suppression'). "
+        "Internal lists always apply. A name that is neither a kind nor a list in the store "
+        "is warned about (see policy.stale_list).",
         factory=lambda: ("internal", "national", "state", "litigator"),
     )
     require_consent: bool = doc("Block calls without an active consent for this campaign.", False)
@@ -312,6 +327,10 @@ class CampaignConfig:
     )
     caps: tuple[CapConfig, ...] = doc(
         "Extra frequency caps for this campaign, e.g. [{ max_calls = 2, period = '24h' }].",
+        factory=tuple,
+    )
+    tag_reasons: tuple[str, ...] = doc(
+        "Extra block reasons in tag mode for this campaign (added to policy.tag_reasons).",
         factory=tuple,
     )
 
@@ -663,6 +682,7 @@ def _validate_policy(policy: PolicyConfig) -> None:
     if policy.reuse_entries < 1:
         raise ConfigError("policy.reuse_entries", "must be at least 1")
     _validate_caps("policy.caps", policy.caps)
+    _validate_tag_reasons("policy.tag_reasons", policy.tag_reasons)
     for region, days in policy.extra_holidays.items():
         for i, day in enumerate(days):
             try:
@@ -743,8 +763,24 @@ def _validate_caps(key: str, caps: tuple[CapConfig, ...]) -> None:
             raise ConfigError(f"{key}[{i}].period", str(exc)) from None
 
 
+def _validate_tag_reasons(key: str, reasons: tuple[str, ...]) -> None:
+    """Only what a rule blocks can be put in tag mode."""
+    for i, text in enumerate(reasons):
+        where = f"{key}[{i}]"
+        if text not in Reason._value2member_map_:
+            raise ConfigError(where, f"{text!r} is not a reason code (block reasons: "
+                                     f"{', '.join(sorted(TAGGABLE))})")
+        reason = Reason(text)
+        if reason in ALLOW_REASONS:
+            raise ConfigError(where, f"{text!r} is an allow reason; only block reasons can "
+                                     "be tagged")
+        if reason in UNTAGGABLE:
+            raise ConfigError(where, f"{text!r} cannot be tagged: {UNTAGGABLE[reason]}")
+
+
 def _validate_campaign(key: str, campaign: CampaignConfig, region: str) -> None:
     _validate_caps(f"{key}.caps", campaign.caps)
+    _validate_tag_reasons(f"{key}.tag_reasons", campaign.tag_reasons)
     for i, number in enumerate(campaign.allowed_caller_ids):
         try:
             normalise_caller_ids((number,), region)

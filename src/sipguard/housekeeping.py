@@ -4,7 +4,9 @@
   longest period any cap of the config may count (attempts survive a restart).
 * Every second the counter forgets the attempts that have grown older than that.
 * At start and every hour, each national DNC list older than its safe-harbor limit is
-  logged as a warning (`dnc.list_stale`).
+  logged as a warning (`dnc.list_stale`), and so is each list a campaign names by name
+  that the store does not hold (`dnc.list_missing`: the campaign is not checked against
+  it; `policy.freshness`).
 * Shortly after start and every `retention.purge_every` seconds, the retention policy is
   applied to the store (`sipguard.store.retention`).
 * Every `audit.checkpoint_every` seconds in which decisions were written, and once more on
@@ -23,7 +25,7 @@ from typing import Any
 from sipguard.config import Config
 from sipguard.errors import StoreError
 from sipguard.policy.caps import AttemptCounter, AttemptRecord, required_horizon
-from sipguard.policy.freshness import stale_lists
+from sipguard.policy.freshness import missing_lists, stale_lists
 from sipguard.policy.gate import attempt_counter
 from sipguard.policy.model import Facts
 from sipguard.policy.rule_steps import all_caps
@@ -65,11 +67,31 @@ def warn_stale_lists(facts: Facts, config: Config, log: Any, now: datetime | Non
     return len(found)
 
 
+def warn_missing_lists(facts: Facts, config: Config, log: Any) -> int:
+    """Log one `dnc.list_missing` warning per (campaign, list name) whose list the store does
+    not hold; returns how many."""
+    lists = facts.lists()
+    found = 0
+    for campaign, settings in config.campaigns.items():
+        for name in missing_lists(settings.lists, lists):
+            log.warning(
+                "dnc.list_missing",
+                campaign=campaign,
+                list=name,
+                detail="no list of that name in the store: calls of the campaign are not "
+                       "checked against it",
+                stale_list=config.policy.stale_list,
+            )
+            found += 1
+    return found
+
+
 async def run_housekeeping(counter: AttemptCounter, facts: Facts, config: Config, log: Any) -> (
     None
 ):
-    """Prune the counter every second and warn about stale lists every hour, until cancelled
-    (the warning at start is the caller's: it comes before `sipguard.ready`)."""
+    """Prune the counter every second and warn about stale and missing lists every hour,
+    until cancelled (the warnings at start are the caller's: they come before
+    `sipguard.ready`)."""
     since_warning = 0.0
     while True:
         await asyncio.sleep(PRUNE_EVERY)
@@ -79,6 +101,7 @@ async def run_housekeeping(counter: AttemptCounter, facts: Facts, config: Config
             since_warning = 0.0
             try:
                 warn_stale_lists(facts, config, log)
+                warn_missing_lists(facts, config, log)
             except Exception as exc:  # a store problem is reported by the store watch
                 log.warning("dnc.list_check_failed", detail=str(exc))
 

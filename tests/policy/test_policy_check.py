@@ -92,3 +92,34 @@ def test_bad_date_is_one_line(config: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["-c", str(config), "check", "4155552671", "--at", "yesterday"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--at" in err
+
+
+def test_a_custom_list_imported_with_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "sipguard.toml"
+    config.write_text(CONFIG + """
+[campaigns.acme]
+lists = ["internal", "national", "acme-suppression"]
+[campaigns.typo]
+lists = ["internal", "national", "acme-supression"]
+""")
+    listed = tmp_path / "acme.txt"
+    listed.write_text("+14155552671\n")
+    assert main(["-c", str(config), "dnc", "import", str(listed), "--list", "acme-suppression",
+                 "--kind", "custom", "--format", "e164"]) == 0
+    capsys.readouterr()
+    blocked = check(config, capsys, "4155552671", "--campaign", "acme", *DAYTIME)
+    assert (blocked["decision"], blocked["reason"], blocked["rule"]) == (
+        "block", "dnc-custom", "custom-dnc")
+    assert blocked["trail"][-1]["detail"] == "acme-suppression: opt-out unknown"
+    fresh = next(s for s in check(config, capsys, "4155552672", "--campaign", "acme",
+                                  *DAYTIME)["trail"] if s["rule"] == "stale-list")
+    assert fresh["detail"] == "national lists fresh"  # a custom list has no age limit
+    # a campaign that does not name the list is not checked against it
+    assert check(config, capsys, "4155552671", *DAYTIME)["reason"] == "no-restriction"
+    # a campaign naming a list the store lacks: allowed, with a warning in the trail
+    typo = check(config, capsys, "4155552671", "--campaign", "typo", *DAYTIME)
+    assert typo["reason"] == "no-restriction"
+    step = next(s for s in typo["trail"] if s["rule"] == "stale-list")
+    assert "'acme-supression' is not in the store" in step["detail"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from sipguard.config import CampaignConfig, PolicyConfig
+from sipguard.errors import StoreError
 from sipguard.policy.engine import RULES, Outcome, Rule, decide, with_rule
 from sipguard.policy.facts import MemoryFacts, UnavailableFacts
 from sipguard.policy.model import (
@@ -18,6 +20,7 @@ from sipguard.policy.model import (
     Facts,
     ListInfo,
     ListKind,
+    ListMeta,
     Membership,
     Reason,
     Step,
@@ -37,6 +40,11 @@ ENFORCE = PolicyConfig()
 MONITOR = PolicyConfig(mode="monitor")
 LENIENT = PolicyConfig(on_store_error="allow")
 STRIP_9 = PolicyConfig(strip_prefixes=("9",))
+SUPPRESSES = CampaignConfig(lists=("internal", "national", "acme-suppression", "litigator"))
+CUSTOM_KIND = CampaignConfig(lists=("custom",))
+TAG_LITIGATOR = PolicyConfig(tag_reasons=("litigator",))
+TAG_LISTS = PolicyConfig(tag_reasons=("litigator", "dnc-national", "dnc-custom"))
+TAG_NO_CONSENT = PolicyConfig(tag_reasons=("no-consent",))
 
 E, EW = ConsentType.EXPRESS, ConsentType.EXPRESS_WRITTEN
 EBR = ConsentType.EBR_PURCHASE
@@ -45,6 +53,11 @@ EBR = ConsentType.EBR_PURCHASE
 def on(kind: ListKind, listed: datetime | None = NOW - 30 * DAY, name: str | None = None,
        jurisdiction: str | None = None) -> Membership:
     return Membership(name or kind.value, kind, jurisdiction, listed, None)
+
+
+def acme(listed: datetime | None = NOW - 30 * DAY, name: str = "acme-suppression") -> Membership:
+    """On the user's own suppression list (kind custom)."""
+    return on(ListKind.CUSTOM, listed, name)
 
 
 def consent(
@@ -82,6 +95,13 @@ class Case:
 ALLOW, BLOCK, FLAG = Action.ALLOW, Action.BLOCK, Action.FLAG
 R = Reason
 DOWN = UnavailableFacts("disk I/O error")
+
+
+class CatalogueDown(MemoryFacts):
+    """Answers for numbers, not for the list catalogue (the stale-list rule asks it)."""
+
+    def lists(self) -> Sequence[ListMeta]:
+        raise StoreError("list catalogue unreadable")
 
 CASES = [
     Case("nothing known", (ALLOW, R.NO_RESTRICTION, "allow")),
@@ -137,6 +157,37 @@ CASES = [
     Case("litigator list named by its list name", (BLOCK, R.LITIGATOR, "litigator"),
          lists=(on(ListKind.LITIGATOR, name="blacklist-alliance"),),
          campaign=CampaignConfig(lists=("blacklist-alliance",))),
+    # 3b. custom lists (the user's own suppression lists): only when the campaign names them,
+    # by name or by kind; read as the internal list is (a later affirmative consent only)
+    Case("custom list named by name", (BLOCK, R.DNC_CUSTOM, "custom-dnc"),
+         lists=(acme(),), campaign=SUPPRESSES),
+    Case("custom lists named by kind", (BLOCK, R.DNC_CUSTOM, "custom-dnc"),
+         lists=(acme(name="partner-optouts"),), campaign=CUSTOM_KIND),
+    Case("custom list the campaign does not name", (ALLOW, R.NO_RESTRICTION, "allow"),
+         lists=(acme(),)),
+    Case("another custom list than the one named", (ALLOW, R.NO_RESTRICTION, "allow"),
+         lists=(acme(name="other-suppression"),), campaign=SUPPRESSES),
+    Case("custom listing older than consent", (ALLOW, R.CONSENT, "allow"),
+         lists=(acme(NOW - 30 * DAY),), consents=(consent(),), campaign=SUPPRESSES),
+    Case("custom listing newer than consent", (BLOCK, R.DNC_CUSTOM, "custom-dnc"),
+         lists=(acme(NOW - 5 * DAY),), consents=(consent(EW),), campaign=SUPPRESSES),
+    Case("custom listing of unknown date (bulk import)", (BLOCK, R.DNC_CUSTOM, "custom-dnc"),
+         lists=(acme(None),), consents=(consent(EW),), campaign=SUPPRESSES),
+    Case("custom: an EBR never overrides", (BLOCK, R.DNC_CUSTOM, "custom-dnc"),
+         lists=(acme(),), consents=(consent(EBR),), campaign=SUPPRESSES),
+    Case("custom: a revoked consent never overrides", (BLOCK, R.DNC_CUSTOM, "custom-dnc"),
+         lists=(acme(),), consents=(consent(revoked=NOW - DAY),), campaign=SUPPRESSES),
+    Case("internal before custom", (BLOCK, R.DNC_INTERNAL, "internal-dnc"),
+         lists=(acme(), on(ListKind.INTERNAL)), campaign=SUPPRESSES),
+    Case("custom before litigator and national", (BLOCK, R.DNC_CUSTOM, "custom-dnc"),
+         lists=(on(ListKind.NATIONAL), on(ListKind.LITIGATOR), acme()), campaign=SUPPRESSES),
+    Case("custom overridden, national still blocks", (BLOCK, R.DNC_NATIONAL,
+         "national-state-dnc"), lists=(acme(), on(ListKind.NATIONAL)),
+         consents=(consent(E),), campaign=SUPPRESSES),
+    Case("monitor: custom", (FLAG, R.DNC_CUSTOM, "custom-dnc"), lists=(acme(),),
+         campaign=SUPPRESSES, policy=MONITOR),
+    Case("911 on a custom list", (ALLOW, R.EMERGENCY, "emergency"), dialled="911",
+         callee=None, lists=(acme(),), campaign=SUPPRESSES),
     # 5. national and state: only an active express-written consent for this campaign
     Case("national", (BLOCK, R.DNC_NATIONAL, "national-state-dnc"), lists=(on(ListKind.NATIONAL),)),
     Case("state", (BLOCK, R.DNC_STATE, "national-state-dnc"),
@@ -214,6 +265,37 @@ CASES = [
     Case("monitor: invalid", (FLAG, R.INVALID_NUMBER, "valid-number"), dialled="1", callee=None,
          policy=MONITOR),
     Case("monitor: allowed stays allowed", (ALLOW, R.NO_RESTRICTION, "allow"), policy=MONITOR),
+    # tag mode: a tagged block flags only when no later rule blocks for an untagged reason
+    Case("tag: litigator flagged", (FLAG, R.LITIGATOR, "litigator"),
+         lists=(on(ListKind.LITIGATOR),), policy=TAG_LITIGATOR),
+    Case("tag: the national list after it still blocks", (BLOCK, R.DNC_NATIONAL,
+         "national-state-dnc"), lists=(on(ListKind.LITIGATOR), on(ListKind.NATIONAL)),
+         policy=TAG_LITIGATOR),
+    Case("tag: require-consent after it still blocks", (BLOCK, R.NO_CONSENT,
+         "require-consent"), lists=(on(ListKind.LITIGATOR),), campaign=REQUIRES,
+         policy=TAG_LITIGATOR),
+    Case("tag: an untagged block before it decides", (BLOCK, R.DNC_INTERNAL, "internal-dnc"),
+         lists=(on(ListKind.INTERNAL), on(ListKind.LITIGATOR)), policy=TAG_LITIGATOR),
+    Case("tag: two tagged blocks flag with the first", (FLAG, R.DNC_CUSTOM, "custom-dnc"),
+         lists=(on(ListKind.NATIONAL), on(ListKind.LITIGATOR), acme()),
+         campaign=SUPPRESSES, policy=TAG_LISTS),
+    Case("tag: an allowed call stays allowed", (ALLOW, R.CONSENT, "allow"),
+         lists=(on(ListKind.NATIONAL),), consents=(consent(EW),), policy=TAG_LISTS),
+    Case("tag: nothing to tag", (ALLOW, R.NO_RESTRICTION, "allow"), policy=TAG_LISTS),
+    Case("tag: no-consent from a number the store does not know", (FLAG, R.NO_CONSENT,
+         "require-consent"), campaign=REQUIRES, policy=TAG_NO_CONSENT),
+    Case("tag: consent-revoked is another reason", (BLOCK, R.CONSENT_REVOKED,
+         "require-consent"), campaign=REQUIRES, consents=(consent(revoked=NOW - DAY),),
+         policy=TAG_NO_CONSENT),
+    Case("tag set by the campaign", (FLAG, R.DNC_NATIONAL, "national-state-dnc"),
+         lists=(on(ListKind.NATIONAL),), campaign=CampaignConfig(tag_reasons=("dnc-national",))),
+    Case("tag: invalid-number is never tagged", (BLOCK, R.INVALID_NUMBER, "valid-number"),
+         dialled="555", callee=None, policy=PolicyConfig(tag_reasons=("invalid-number",))),
+    Case("tag and monitor: the later block is flagged", (FLAG, R.DNC_NATIONAL,
+         "national-state-dnc"), lists=(on(ListKind.LITIGATOR), on(ListKind.NATIONAL)),
+         policy=replace(TAG_LITIGATOR, mode="monitor")),
+    Case("tag, then the store fails", (BLOCK, R.STORE_UNAVAILABLE, "store"),
+         facts=CatalogueDown([(NUMBER, on(ListKind.LITIGATOR))]), policy=TAG_LITIGATOR),
     # the store cannot be read
     Case("store down, reject", (BLOCK, R.STORE_UNAVAILABLE, "store"), facts=DOWN),
     Case("store down, allow", (FLAG, R.STORE_UNAVAILABLE, "store"), facts=DOWN, policy=LENIENT),
@@ -237,7 +319,7 @@ def test_trail_names_every_rule_in_order() -> None:
     assert [(s.rule, s.outcome) for s in decision.trail] == [
         ("emergency", "pass"), ("valid-number", "pass"), ("subject-rights", "pass"),
         ("caller-id", "skip"), ("calling-window", "pass"), ("internal-dnc", "pass"),
-        ("litigator", "pass"),
+        ("custom-dnc", "pass"), ("litigator", "pass"),
         ("national-state-dnc", "pass"), ("stale-list", "pass"), ("reassigned", "skip"),
         ("wireless", "skip"), ("require-consent", "skip"), ("frequency-cap", "skip"),
         ("allow", "allow"),
@@ -251,7 +333,7 @@ def test_override_is_in_the_trail_and_consent_id_reported() -> None:
     step = next(s for s in decision.trail if s.rule == "national-state-dnc")
     assert step.outcome == "override"
     assert "#99" in step.detail
-    assert decision.as_dict()["trail"][7] == step.as_dict()
+    assert decision.as_dict()["trail"][8] == step.as_dict()
 
 
 def test_store_error_keeps_the_trail_so_far() -> None:

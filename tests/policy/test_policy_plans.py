@@ -40,7 +40,7 @@ def test_a_step_made_for_one_call_is_on_its_trail_and_not_kept() -> None:
                                   NOW - timedelta(days=i), None, None, None, "form"))
         decision = call(NY, facts)
         assert decision.consent_id == 1  # the newest
-        assert f"#{decision.consent_id}" in decision.trail[7].detail
+        assert f"#{decision.consent_id}" in decision.trail[8].detail
     assert plans._trails_kept - kept < 5  # one path, its override steps not kept
 
 

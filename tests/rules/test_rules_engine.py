@@ -206,6 +206,56 @@ def test_a_stale_national_list_blocks_when_configured() -> None:
                   T0).reason is Reason.NO_RESTRICTION
 
 
+def test_caps_in_tag_mode_flag_the_fourth_florida_call() -> None:
+    counter = AttemptCounter(timedelta(days=8))
+    for i, at in enumerate(("2026-06-02 16:00", "2026-06-03 10:00", "2026-06-03 12:00")):
+        counter.record(MIAMI, "default", f"earlier-{i}", utc(at))
+    attempt = Attempt(MIAMI, MIAMI, None, "default", "call-1")
+    tagging = PolicyConfig(tag_reasons=("frequency-cap",))
+    decision = decide(attempt, MemoryFacts(), CampaignConfig(), tagging, T0, counter=counter)
+    assert (decision.action, decision.reason, decision.rule) == (
+        Action.FLAG, Reason.FREQUENCY_CAP, "frequency-cap")
+    assert [(s.rule, s.outcome) for s in decision.trail[-2:]] == [
+        ("frequency-cap", "tag"), ("frequency-cap", "flag")]
+    enforced = decide(attempt, MemoryFacts(), CampaignConfig(), PolicyConfig(), T0,
+                      counter=counter)
+    assert (enforced.action, enforced.reason) == (Action.BLOCK, Reason.FREQUENCY_CAP)
+
+
+def test_tagged_window_and_cap_flag_with_the_window_and_a_listed_number_still_blocks() -> None:
+    counter = AttemptCounter(timedelta(days=8))
+    for i, at in enumerate(("2026-06-03 23:00", "2026-06-04 00:00", "2026-06-04 00:30")):
+        counter.record(MIAMI, "default", f"earlier-{i}", utc(at))
+    night = utc("2026-06-04 01:30")  # 21:30 in Miami
+    both = PolicyConfig(tag_reasons=("outside-calling-window", "frequency-cap"))
+    attempt = Attempt(MIAMI, MIAMI, None, "default", "call-1")
+    flagged = decide(attempt, MemoryFacts(), CampaignConfig(), both, night, counter=counter)
+    assert (flagged.action, flagged.reason, flagged.rule) == (
+        Action.FLAG, Reason.OUTSIDE_CALLING_WINDOW, "calling-window")
+    assert [s.rule for s in flagged.trail if s.outcome == "tag"] == [
+        "calling-window", "frequency-cap"]
+    listed = MemoryFacts([(MIAMI, NATIONAL)])
+    blocked = decide(attempt, listed, CampaignConfig(), both, night, counter=counter)
+    assert (blocked.action, blocked.reason) == (Action.BLOCK, Reason.DNC_NATIONAL)
+
+
+def test_a_list_the_campaign_names_that_the_store_lacks_warns_or_blocks() -> None:
+    campaign = CampaignConfig(lists=("internal", "national", "acme-suppression"))
+    facts = MemoryFacts(lists=[ListInfo("national", ListKind.NATIONAL, "US", T0)])
+    attempt = Attempt(NY, NY, None, "default", "")
+    warn = decide(attempt, facts, campaign, PolicyConfig(), T0)
+    assert warn.reason is Reason.NO_RESTRICTION
+    step = next(s for s in warn.trail if s.rule == "stale-list")
+    assert step.detail.startswith("warning: list 'acme-suppression' is not in the store")
+    block = decide(attempt, facts, campaign, PolicyConfig(stale_list="block"), T0)
+    assert (block.action, block.reason, block.rule) == (
+        Action.BLOCK, Reason.DNC_CUSTOM, "stale-list")
+    facts.add_list(ListInfo("acme-suppression", ListKind.CUSTOM, None, None))
+    later = T0 + timedelta(minutes=1)  # the catalogue is read once a minute
+    assert decide(attempt, facts, campaign, PolicyConfig(stale_list="block"),
+                  later).reason is Reason.NO_RESTRICTION
+
+
 # -- sipguard check --at against a real store ------------------------------------------
 
 

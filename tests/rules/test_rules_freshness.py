@@ -8,8 +8,11 @@ from datetime import datetime, timedelta
 import pytest
 
 from rules.helpers_rules import utc
-from sipguard.policy.freshness import check_stale_list, stale_lists
-from sipguard.policy.model import ListKind, Reason
+from sipguard.config import CampaignConfig, Config
+from sipguard.housekeeping import warn_missing_lists
+from sipguard.policy.facts import MemoryFacts
+from sipguard.policy.freshness import check_stale_list, missing_lists, stale_lists
+from sipguard.policy.model import ListInfo, ListKind, Reason
 
 NOW = utc("2026-06-03 12:00:00")
 
@@ -57,3 +60,46 @@ def test_warn_and_block() -> None:
     assert not overridden.blocked
     unused = check_stale_list(["internal"], lists, "block", NOW, "US")
     assert not unused.blocked
+
+
+def test_a_list_named_by_name_that_the_store_lacks_warns_and_blocks() -> None:
+    lists = [Info("national", ListKind.NATIONAL, "US", NOW)]
+    campaign_lists = ["internal", "national", "state", "acme-suppression"]
+    assert missing_lists(campaign_lists, lists) == ("acme-suppression",)  # "state": a kind
+    warn = check_stale_list(campaign_lists, lists, "warn", NOW, "US")
+    assert not warn.blocked
+    assert warn.step.detail == ("warning: list 'acme-suppression' is not in the store (import "
+                                "it, or correct the campaign's lists)")
+    block = check_stale_list(campaign_lists, lists, "block", NOW, "US", overridden=True)
+    assert block.blocked and block.reason is Reason.DNC_CUSTOM  # nothing overrides it
+    held = [*lists, Info("acme-suppression", ListKind.CUSTOM, None, None)]
+    assert missing_lists(campaign_lists, held) == ()
+    fresh = check_stale_list(campaign_lists, held, "block", NOW, "US")
+    assert not fresh.blocked  # a custom list has no age limit, even never refreshed
+
+
+def test_a_stale_national_list_named_by_kind_is_checked() -> None:
+    lists = [Info("federal-2026", ListKind.NATIONAL, "US", NOW - timedelta(days=40))]
+    block = check_stale_list(["national"], lists, "block", NOW, "US")
+    assert block.blocked and block.reason is Reason.DNC_NATIONAL
+
+
+def test_serve_warns_about_each_missing_list_of_each_campaign() -> None:
+    class Log:
+        def __init__(self) -> None:
+            self.lines: list[tuple[str, dict[str, object]]] = []
+
+        def warning(self, event: str, **fields: object) -> None:
+            self.lines.append((event, fields))
+
+    config = Config(campaigns={
+        "default": CampaignConfig(),  # kinds only: nothing to import first
+        "acme": CampaignConfig(lists=("internal", "acme-suppression", "partner")),
+    })
+    log = Log()
+    facts = MemoryFacts(lists=[ListInfo("partner", ListKind.CUSTOM, None, None)])
+    assert warn_missing_lists(facts, config, log) == 1
+    ((event, fields),) = log.lines
+    assert event == "dnc.list_missing"
+    assert (fields["campaign"], fields["list"], fields["stale_list"]) == (
+        "acme", "acme-suppression", "warn")

@@ -5,11 +5,19 @@ consent overrode it: the pipeline goes on) or an `Outcome` (allow or block: the
 pipeline stops). The order is issue 3's with issue 5's compliance rules inserted where
 `policy/rules.py` says (their adapters are in `policy/rule_steps.py`):
 
-emergency, valid-number, subject-rights, caller-id, calling-window, internal-dnc, litigator,
-national-state-dnc, stale-list, reassigned, wireless, require-consent, frequency-cap;
-then allow (`ebr` when an EBR let the call through the DNC lists, `consent` when a
-consent applied, else `no-restriction`). Every rule names its legal or contractual
+emergency, valid-number, subject-rights, caller-id, calling-window, internal-dnc, custom-dnc,
+litigator, national-state-dnc, stale-list, reassigned, wireless, require-consent,
+frequency-cap; then allow (`ebr` when an EBR let the call through the DNC lists, `consent`
+when a consent applied, else `no-restriction`). Every rule names its legal or contractual
 source in `RULES`; more can be inserted with `with_rule`.
+
+Tag mode (CONTRACT §4, `tag_reasons` in `[policy]` and per campaign): a block whose reason
+is in tag mode does not stop the pipeline. Its rule goes on the trail as "tag" and the
+rules after it run; a later block for a reason not in tag mode decides the call (a tagged
+calling window never hides a number on the national list), and when none comes the call
+is flagged with the first tagged reason and rule (what enforce mode would have said), its
+last step telling that no later rule blocked. A campaign without tags never takes that
+path: its blocks cost one dict lookup more.
 
 Frequency caps need the allowed attempts of the last days: `decide(..., counter=)`
 takes the `caps.AttemptCounter` the gate keeps (none: the cap rule is skipped).
@@ -23,7 +31,8 @@ rule had run.
 
 `decide` is pure: no clock, no I/O. A `Facts` that cannot answer raises `StoreError`,
 which becomes `store-unavailable` (blocked, or flagged when `on_store_error = "allow"`).
-`monitor` mode turns every block into a flag.
+`monitor` mode turns every block into a flag: the call is flagged with what enforce mode
+would have decided (with tags, that may be the reason of a later block not in tag mode).
 """
 
 from __future__ import annotations
@@ -57,7 +66,7 @@ from sipguard.policy.pipeline import (
     RuleFn,
     shared_step,
 )
-from sipguard.policy.plans import Run, Trail, plan_for
+from sipguard.policy.plans import Plan, Run, Segment, Trail, plan_for
 from sipguard.policy.rule_steps import Prepared
 
 AFFIRMATIVE = rs.AFFIRMATIVE
@@ -154,6 +163,10 @@ RULES: tuple[Rule, ...] = (
          "campaign window"),
     Rule("internal-dnc", rs.internal_dnc, "47 CFR 64.1200(d)(3); 16 CFR 310.4(b)(1)(iii)(A)",
          bare=rs.internal_dnc_bare),
+    Rule("custom-dnc", rs.custom_dnc,
+         "the user's own suppression lists (kind custom) the campaign names, read as "
+         "internal opt-outs: 47 CFR 64.1200(d)(3); 16 CFR 310.4(b)(1)(iii)(A)",
+         bare=rs.custom_dnc_bare),
     Rule("litigator", litigator, "business risk list named by the campaign",
          bare=litigator_bare),
     Rule("national-state-dnc", rs.national_state_dnc,
@@ -162,7 +175,7 @@ RULES: tuple[Rule, ...] = (
          bare=rs.national_state_dnc_bare),
     Rule("stale-list", rs.stale_list,
          "47 CFR 64.1200(c)(2)(i)(D) (safe harbor: a registry copy at most 31 days old); "
-         "data/consent_rules.toml; policy stale_list"),
+         "data/consent_rules.toml; campaign lists missing from the store; policy stale_list"),
     Rule("reassigned", rs.reassigned, "47 CFR 64.1200(m) (RND safe harbor)",
          bare=rs.reassigned_bare),
     Rule("wireless", rs.wireless, "47 U.S.C. 227(b)(1)(A)(iii); 47 CFR 64.1200(a)(1)-(2)",
@@ -200,15 +213,17 @@ def decide(
     ctx = Context(attempt, facts, campaign_config, policy_config, now, counter, plan.prepared)
     ctx.trail = plan.start
     try:
-        stop = _run(ctx, plan.first.runs)
+        runs = plan.first.runs
+        stop = _run(ctx, runs)
         if stop is None and plan.rest is not None:
-            # At the first rule with a bare answer: the facts decide which way the rest goes
-            # (memberships first, as that rule would read them; then consents, which the
-            # calling window has fetched already).
+            # `_rest`, inlined: nearly every call gets here
             known, bare = plan.rest
             rest = known if ctx.memberships or ctx.consents else bare
             ctx.trail = ctx.trail.extend(rest.head)
-            stop = _run(ctx, rest.runs)
+            runs = rest.runs
+            stop = _run(ctx, runs)
+        if stop is not None and stop[1].reason in plan.prepared.tags:
+            stop = _tagged(ctx, plan, runs, stop)
     except StoreError as exc:
         return _store_unavailable(policy_config, ctx.trail, str(exc))
     if stop is not None:
@@ -225,6 +240,83 @@ def decide(
 
 
 _NO_RESTRICTION = Outcome(ALLOW, Reason.NO_RESTRICTION)
+
+
+def _rest(ctx: Context, rest: tuple[Segment, Segment]) -> tuple[Run, ...]:
+    """At the first rule with a bare answer: the facts decide which way the rest goes
+    (memberships first, as that rule would read them; then consents, which the calling
+    window has fetched already). Lays the segment's head on the trail; its runs."""
+    known, bare = rest
+    segment = known if ctx.memberships or ctx.consents else bare
+    ctx.trail = ctx.trail.extend(segment.head)
+    return segment.runs
+
+
+def _tagged(ctx: Context, plan: Plan, runs: tuple[Run, ...], stop: tuple[str, Outcome]) -> (
+    tuple[str, Outcome]
+):
+    """`stop` (a rule of `runs`) blocks for a reason in tag mode: put it on the trail as
+    tagged and run the rules after it. The first block for a reason not in tag mode is the
+    answer; when none comes, the first tagged block, as a flag."""
+    tags = plan.prepared.tags
+    first = stop
+    in_first = runs is plan.first.runs
+    while True:
+        name, outcome = stop
+        i = 0
+        while runs[i][1] != name:  # the rule that stopped: a plan's names are unique
+            i += 1
+        ctx.trail = ctx.trail.then(_tag_step(name, outcome, tags[outcome.reason]), runs[i][2])
+        runs = runs[i + 1:]
+        found = _run(ctx, runs)
+        if found is None and in_first and plan.rest is not None:
+            in_first = False
+            runs = _rest(ctx, plan.rest)
+            found = _run(ctx, runs)
+        if found is None:
+            return first[0], _flag(first[1], tags[first[1].reason])
+        if found[1].reason not in tags:
+            return found
+        stop = found
+
+
+def _tag_step(rule: str, outcome: Outcome, key: str) -> Step:
+    """The trail step of a block in tag mode, always a shared one: with a detail made for
+    the call (a calling window's local time) every call's trail after it would be its own,
+    each rule's step a new tuple (~3x the cost). The flag that ends a tagged decision
+    carries that detail (`_flag`)."""
+    told = "" if outcome.dynamic else outcome.detail
+    step = _TAG_STEPS.get((rule, outcome.reason, key, told))
+    if step is None:
+        detail = f"{outcome.reason.value} in tag mode ({key})"
+        step = shared_step(rule, "tag", f"{detail}: {told}" if told else detail)
+        if len(_TAG_STEPS) < _AGAIN_LIMIT:
+            _TAG_STEPS[rule, outcome.reason, key, told] = step
+    return step
+
+
+_TAG_STEPS: dict[tuple[str, Reason, str, str], Step] = {}
+
+
+def _flag(outcome: Outcome, key: str) -> Outcome:
+    """The flag a tagged block ends as, made once per block Outcome and key: a rule hands
+    the same Outcome out again (the calling window's, per location and minute), and the
+    Decision `_final` keeps for it is found by the flag's identity."""
+    found = _FLAGS.get((id(outcome), key))
+    if found is not None and found[0] is outcome:
+        return found[1]
+    detail = f"{outcome.reason.value} in tag mode ({key}); no later rule blocks"
+    if outcome.detail:
+        detail = f"{detail}: {outcome.detail}"
+    flag = Outcome(FLAG, outcome.reason, detail, outcome.dynamic, outcome.opens_at)
+    if len(_FLAGS) >= _AGAIN_LIMIT:
+        _FLAGS.clear()
+    _FLAGS[id(outcome), key] = (outcome, flag)
+    return flag
+
+
+# (id(block Outcome), key) -> (it, its flag): kept with the block, so the id stays its own
+_FLAGS: dict[tuple[int, str], tuple[Outcome, Outcome]] = {}
 
 
 def _run(ctx: Context, runs: tuple[Run, ...]) -> tuple[str, Outcome] | None:

@@ -7,6 +7,20 @@ blocked with reason `dnc-national` (rule `stale-list`): the gateway cannot show 
 number was not registered, so it treats it as registered. A call does not depend on the
 list when a DNC override (express-written consent or a live EBR) lets it through anyway.
 A list never refreshed (`refreshed_at` unknown) is stale.
+
+Other kinds have no legal age limit (an internal or `custom` list is the seller's own
+record, current by construction; a litigator or wireless file is as fresh as its vendor's
+last delivery: `sipguard dnc lists` shows when each was refreshed).
+
+A list a campaign names by name that the store does not hold (`missing_lists`: not
+imported yet, or a typo) is the limit of a stale list, a copy that does not exist: the
+campaign believes it is checked and nothing is. It is warned about like a stale list
+(`dnc.list_missing` at start and every hour, a warning in the trail), and with
+`stale_list = "block"` the campaign's calls are blocked with reason `dnc-custom` (a
+name that is not a kind says nothing else about the list; no consent overrides a list
+whose entries cannot be read). A kind named with no list of it (`"state"` before any
+state list is imported) is not missing: it means every list of that kind, none or many,
+and the shipped default campaign names every kind.
 """
 
 from __future__ import annotations
@@ -96,6 +110,17 @@ def stale_lists(lists: Iterable[ListMeta], now: datetime, default_region: str) -
     return out
 
 
+def missing_lists(campaign_lists: Iterable[str], lists: Iterable[ListMeta]) -> tuple[str, ...]:
+    """The names in `campaign_lists` that are neither a list kind nor a list in `lists`."""
+    held = {i.name for i in lists}
+    kinds = ListKind._value2member_map_
+    return tuple(n for n in dict.fromkeys(campaign_lists) if n not in kinds and n not in held)
+
+
+def describe_missing(name: str) -> str:
+    return f"list {name!r} is not in the store (import it, or correct the campaign's lists)"
+
+
 def check_stale_list(
     campaign_lists: Sequence[str],
     lists: Iterable[ListMeta],
@@ -105,15 +130,21 @@ def check_stale_list(
     *,
     overridden: bool = False,
 ) -> RuleResult:
-    """With mode "block", block `dnc-national` when a national list the campaign checks is
-    stale and no DNC override applies; with "warn", pass with the staleness in the trail."""
+    """With mode "block", block `dnc-custom` when a list the campaign names is missing, and
+    `dnc-national` when a national list it checks is stale and no DNC override applies;
+    with "warn", pass with what is wrong in the trail."""
     wanted = set(campaign_lists)
-    stale = stale_lists((i for i in lists if i.name in wanted), now, default_region)
-    if not stale:
+    held = tuple(lists)
+    missing = missing_lists(campaign_lists, held)
+    checked = (i for i in held if i.name in wanted or i.kind in wanted)  # as Context.applies
+    stale = stale_lists(checked, now, default_region)
+    if not stale and not missing:
         return passed(RULE, "national lists fresh")
-    detail = "; ".join(f.describe() for f in stale)
+    detail = "; ".join([*map(describe_missing, missing), *(f.describe() for f in stale)])
     if mode == "warn":
         return passed(RULE, f"warning: {detail}")
+    if missing:
+        return blocked(RULE, Reason.DNC_CUSTOM, f"stale_list = block: {detail}")
     if overridden:
         return skipped(RULE, f"DNC override applies; {detail}")
     return blocked(RULE, Reason.DNC_NATIONAL, f"stale_list = block: {detail}")

@@ -16,7 +16,9 @@ from typing import Protocol
 class Action(StrEnum):
     ALLOW = "allow"
     BLOCK = "block"
-    FLAG = "flag"  # monitor mode: forwarded, marked as what enforce mode would block
+    # forwarded, marked as what enforce mode would block: monitor mode, or a block reason
+    # in tag mode (`tag_reasons`) that no later rule turned into a block
+    FLAG = "flag"
 
 
 class Reason(StrEnum):
@@ -24,6 +26,7 @@ class Reason(StrEnum):
     DNC_INTERNAL = "dnc-internal"
     DNC_NATIONAL = "dnc-national"
     DNC_STATE = "dnc-state"
+    DNC_CUSTOM = "dnc-custom"  # a list of kind `custom` the campaign names
     LITIGATOR = "litigator"
     NO_CONSENT = "no-consent"
     CONSENT_REVOKED = "consent-revoked"
@@ -41,6 +44,24 @@ class Reason(StrEnum):
     EBR = "ebr"
     EMERGENCY = "emergency"
     NO_RESTRICTION = "no-restriction"
+
+
+ALLOW_REASONS = frozenset(
+    {Reason.CONSENT, Reason.EBR, Reason.EMERGENCY, Reason.NO_RESTRICTION}
+)
+BLOCK_REASONS = frozenset(Reason) - ALLOW_REASONS
+# Block reasons that `tag_reasons` may not name, and why (config validation says so):
+UNTAGGABLE = {
+    Reason.STORE_UNAVAILABLE: (
+        "no rule decides it: `policy.on_store_error = \"allow\"` forwards such calls flagged"
+    ),
+    Reason.INVALID_NUMBER: (
+        "a number that cannot be read is checked against no list and no consent: tagging "
+        "it would forward calls no rule has looked at (monitor mode flags it, for a trial)"
+    ),
+}
+# Block reasons a rule in tag mode may flag instead of blocking (`tag_reasons`).
+TAGGABLE = BLOCK_REASONS - UNTAGGABLE.keys()
 
 
 class ListKind(StrEnum):
@@ -185,7 +206,7 @@ class Step:
     """One line of the rule trail: the rule looked at, what it found."""
 
     rule: str
-    outcome: str  # "pass", "block", "allow", "flag", "skip", "override"
+    outcome: str  # "pass", "block", "allow", "flag", "skip", "override", "tag"
     detail: str = ""
 
     def as_dict(self) -> dict[str, str]:

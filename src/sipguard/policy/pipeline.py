@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 # together), a module global is a dict read.
 ALLOW, BLOCK, FLAG = Action.ALLOW, Action.BLOCK, Action.FLAG
 INTERNAL, NATIONAL, STATE = ListKind.INTERNAL, ListKind.NATIONAL, ListKind.STATE
-LITIGATOR, REASSIGNED = ListKind.LITIGATOR, ListKind.REASSIGNED
+LITIGATOR, REASSIGNED, CUSTOM = ListKind.LITIGATOR, ListKind.REASSIGNED, ListKind.CUSTOM
 
 
 class Context:
@@ -125,7 +125,9 @@ class Context:
 class Outcome(NamedTuple):
     """A rule's final word: the pipeline stops here (a tuple: made on every block)."""
 
-    action: Action  # ALLOW or BLOCK (monitor mode turns BLOCK into FLAG later)
+    # ALLOW or BLOCK from a rule (monitor mode turns BLOCK into FLAG later); FLAG from the
+    # engine when a block reason in tag mode ends the decision
+    action: Action
     reason: Reason
     detail: str = ""
     dynamic: bool = False  # the detail varies per call (dates, ids): never shared

@@ -11,7 +11,9 @@ Each adapter turns a `RuleResult` into a trail `Step` (the pipeline goes on) or 
   and UTC minute (the answer cannot change within a minute); only a blocked call formats
   its own detail, and the next-opening search runs once per minute for a closed location;
 * frequency caps: a number never called within the counter's horizon passes at once;
-* list freshness: evaluated once per minute and list catalogue.
+* list freshness (and lists a campaign names that the store lacks): evaluated once per
+  minute and list catalogue;
+* tag mode: the block reasons a campaign's config puts in tag mode (`Prepared.tags`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from sipguard.config import CampaignConfig, PolicyConfig
 from sipguard.policy import caps as caps_mod
 from sipguard.policy import consent_rules as cr
 from sipguard.policy import freshness, geo, windows
-from sipguard.policy.model import ConsentType, Facts, ListMeta, Reason, Step
+from sipguard.policy.model import TAGGABLE, ConsentType, Facts, ListMeta, Membership, Reason, Step
 from sipguard.policy.pipeline import (
     BLOCK,
+    CUSTOM,
     INTERNAL,
     NATIONAL,
     REASSIGNED,
@@ -65,6 +68,8 @@ class Prepared:
     require_consent: bool
     emergency: frozenset[str]  # policy.emergency_numbers
     emergency_longest: int  # longest emergency number with a strip prefix: longer never is one
+    # block reason in tag mode -> the config key that put it there (`engine` reads it)
+    tags: Mapping[Reason, str]
 
 
 def prepare(campaign: CampaignConfig, policy: PolicyConfig, name: str) -> Prepared:
@@ -85,6 +90,12 @@ def prepare(campaign: CampaignConfig, policy: PolicyConfig, name: str) -> Prepar
         region: {date.fromisoformat(d): "declared holiday (policy.extra_holidays)" for d in days}
         for region, days in policy.extra_holidays.items()
     }
+    tags: dict[Reason, str] = {}
+    for key, reasons in (("policy.tag_reasons", policy.tag_reasons),
+                         ("the campaign's tag_reasons", campaign.tag_reasons)):
+        for text in reasons:
+            if text in TAGGABLE:  # validated; never tag what config check refuses
+                tags.setdefault(Reason(text), key)
     return Prepared(
         campaign=name,
         purpose=campaign.purpose,
@@ -97,6 +108,7 @@ def prepare(campaign: CampaignConfig, policy: PolicyConfig, name: str) -> Prepar
         require_consent=campaign.require_consent,
         emergency=frozenset(policy.emergency_numbers),
         emergency_longest=longest,
+        tags=tags,
     )
 
 
@@ -130,9 +142,11 @@ class Minute:
     windows: dict[tuple[Prepared, int, tuple[geo.Location, ...]], Step | Outcome] = (
         field(default_factory=dict)
     )
-    # prepared -> (facts, what is stale in them and its "warn" step; None: fresh): by
-    # campaign, as campaigns that check other lists may take turns call by call
-    stale: dict[Prepared, tuple[Facts, tuple[str, Step] | None]] = field(default_factory=dict)
+    # prepared -> (facts, what is stale or missing in them, its "warn" step and whether a
+    # list is missing; None: all there and fresh): by campaign, as campaigns that check
+    # other lists may take turns call by call
+    stale: dict[Prepared, tuple[Facts, tuple[str, Step, bool] | None]] = field(
+        default_factory=dict)
 
 
 _MINUTE_LIMIT = 65536  # entries of each of a Minute's tables
@@ -309,6 +323,14 @@ def internal_dnc(ctx: Context) -> Step | Outcome:
     hits = [m for m in memberships if m.kind is INTERNAL]
     if not hits:
         return _INTERNAL_PASS
+    return _opt_out(ctx, hits, "internal-dnc", Reason.DNC_INTERNAL)
+
+
+def _opt_out(ctx: Context, hits: Sequence[Membership], rule: str, reason: Reason) -> (
+    Step | Outcome
+):
+    """Block for opt-out lists `hits`, unless an affirmative consent newer than every one
+    of their listings overrides them (the consent goes on `ctx.consent`)."""
     times = [m.listed_at for m in hits]
     # An opt-out of unknown date counts as the newest: it cannot be overridden.
     opt_out = None if any(t is None for t in times) else max(t for t in times if t is not None)
@@ -317,13 +339,11 @@ def internal_dnc(ctx: Context) -> Step | Outcome:
     if consent is not None and cr.overrides_opt_out(consent, opt_out):
         ctx.consent = consent
         return Step(
-            "internal-dnc", "override",
+            rule, "override",
             f"{names}: opt-out {_ts(opt_out)} before consent #{consent.id} "
             f"{_ts(consent.granted_at)}",
         )
-    return Outcome(
-        BLOCK, Reason.DNC_INTERNAL, f"{names}: opt-out {_ts(opt_out)}", dynamic=True
-    )
+    return Outcome(BLOCK, reason, f"{names}: opt-out {_ts(opt_out)}", dynamic=True)
 
 
 _INTERNAL_PASS = shared_step("internal-dnc", "pass")
@@ -331,6 +351,34 @@ _INTERNAL_PASS = shared_step("internal-dnc", "pass")
 
 def internal_dnc_bare(prep: Prepared, counted: bool) -> Step:
     return _INTERNAL_PASS
+
+
+# -- custom suppression lists (the user's own; read as internal opt-out lists) ------------
+
+
+def custom_dnc(ctx: Context) -> Step | Outcome:
+    """A list of kind `custom` the campaign names (by name, or every one by naming the kind
+    `custom`) is the user's own suppression list. It is read as the internal list is
+    (47 CFR 64.1200(d)(3); 16 CFR 310.4(b)(1)(iii)(A)): an opt-out that only an
+    affirmative consent given after the listing overrides; consent given before it, an EBR,
+    or a listing of unknown date (a bulk import without dates) never does. A list that no
+    consent may override belongs in kind `litigator`."""
+    for m in ctx.memberships:  # a loop, no list made: most numbers are on no custom list
+        if m.kind is CUSTOM:
+            break
+    else:
+        return _CUSTOM_PASS
+    hits = [m for m in ctx.memberships if m.kind is CUSTOM and ctx.applies(m)]
+    if not hits:
+        return _CUSTOM_PASS
+    return _opt_out(ctx, hits, "custom-dnc", Reason.DNC_CUSTOM)
+
+
+_CUSTOM_PASS = shared_step("custom-dnc", "pass")
+
+
+def custom_dnc_bare(prep: Prepared, counted: bool) -> Step:
+    return _CUSTOM_PASS
 
 
 # -- national and state registries --------------------------------------------------------
@@ -388,9 +436,11 @@ def national_state_dnc_bare(prep: Prepared, counted: bool) -> Step:
 # -- list freshness (safe harbor: 47 CFR 64.1200(c)(2)(i)(D); data/consent_rules.toml) ---
 
 def stale_list(ctx: Context) -> Step | Outcome:
-    """A national list the campaign checks is older than its safe-harbor limit: a trail
-    warning, or with `stale_list = "block"` a block unless a DNC override applies. The
-    catalogue is read once a minute (a refresh shows within a minute; ages are in days)."""
+    """A national list the campaign checks is older than its safe-harbor limit, or a list
+    it names is not in the store (`freshness.missing_lists`): a trail warning, or with
+    `stale_list = "block"` a block (`dnc-national` for a stale list unless a DNC override
+    applies; `dnc-custom` for a missing one, which nothing overrides). The catalogue is
+    read once a minute (a refresh or a new list shows within a minute; ages are in days)."""
     policy, facts = ctx.policy, ctx.facts
     cache = this_minute(ctx).stale
     prep = ctx.prepared  # the campaign's lists and the policy come with it
@@ -399,18 +449,24 @@ def stale_list(ctx: Context) -> Step | Outcome:
         wanted = ctx.campaign.lists
         lists = facts.lists()
         names = [i.name for i in lists if i.name in wanted or i.kind in wanted]
+        missing = freshness.missing_lists(wanted, lists)
         found = _stale(names, lists, ctx.now, policy.default_region)
+        if missing:
+            found = "; ".join([*map(freshness.describe_missing, missing),
+                               *([found] if found else [])])
         if len(cache) >= _MINUTE_LIMIT:
             cache.clear()
         entry = cache[prep] = (facts, None if found is None else (
-            found, shared_step(freshness.RULE, "pass", f"warning: {found}")
+            found, shared_step(freshness.RULE, "pass", f"warning: {found}"), bool(missing)
         ))
     stale = entry[1]
     if stale is None:
         return _FRESH
-    detail, warning = stale
+    detail, warning, missing_list = stale
     if policy.stale_list == "warn":
         return warning
+    if missing_list:
+        return Outcome(BLOCK, Reason.DNC_CUSTOM, f"stale_list = block: {detail}")
     if cr.dnc_override(screen(ctx)) is not None:
         return shared_step(freshness.RULE, "skip", f"DNC override applies; {detail}")
     return Outcome(BLOCK, Reason.DNC_NATIONAL, f"stale_list = block: {detail}")

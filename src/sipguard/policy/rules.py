@@ -14,7 +14,8 @@ each one slots into issue 3's order (`policy/engine.py`):
         the number that carries an address (see H3-requests: `Consent.location`).
 5.  internal DNC -> `dnc-internal` (issue 3). Consents screened first (step 6 below) so that
         `overrides_opt_out(consent, membership.listed_at)` decides "consent newer than the
-        opt-out"; an EBR never beats a later opt-out.
+        opt-out"; an EBR never beats a later opt-out. Then the campaign's custom lists
+        (kind `custom`, the user's own suppression lists) the same way -> `dnc-custom`.
 6.  `screen_consents(facts.consents(n), campaign, now, country=, revoke_scope=,
         disconnected_at=reassigned_at(memberships, now))` -> `ConsentScreen`; from here on
         "active consent" in issue 3 means `screen.usable`, and a missing one is explained by
@@ -25,7 +26,8 @@ each one slots into issue 3's order (`policy/engine.py`):
         `consent`, a live EBR -> reason `ebr` (the override is recorded, the pipeline goes on);
         then `check_stale_list(campaign.lists, facts.lists(), stale_list, now,
         default_region, overridden=override is not None)` -> `dnc-national` (rule
-        `stale-list`) when `[policy] stale_list = "block"`.
+        `stale-list`) when `[policy] stale_list = "block"`; `dnc-custom` when a list the
+        campaign names by name is not in the store (`missing_lists`).
 9.  `check_reassigned(disconnected_at, screen)` -> `reassigned-number` (a call that rests on
         a consent from the previous subscriber).
 10. `check_wireless(is_wireless(n, memberships), campaign.autodialed, purpose, screen)`
@@ -40,7 +42,11 @@ each one slots into issue 3's order (`policy/engine.py`):
 13. allow: `ebr` when the EBR override applied, `consent` when a consent did, else
         `no-restriction` (issue 3).
 
-`serve` logs `stale_lists(facts.lists(), now, default_region)` at start and every hour.
+`serve` logs `stale_lists(facts.lists(), now, default_region)` and `missing_lists(campaign
+lists, facts.lists())` at start and every hour.
+
+Tag mode (`tag_reasons`): any rule's block may be turned into a flag by config; the engine
+then runs the rules after it, and a later block not in tag mode still blocks.
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ from sipguard.policy.consent_rules import (
     reassigned_at,
     screen_consents,
 )
-from sipguard.policy.freshness import Freshness, check_stale_list, stale_lists
+from sipguard.policy.freshness import Freshness, check_stale_list, missing_lists, stale_lists
 from sipguard.policy.geo import Location, locate, location_of
 from sipguard.policy.rules_data import RuleResult
 from sipguard.policy.windows import WeekHours, check_calling_window, load_windows, next_opening
@@ -105,6 +111,7 @@ __all__ = [
     "load_windows",
     "locate",
     "location_of",
+    "missing_lists",
     "next_opening",
     "normalise_caller_ids",
     "overrides_opt_out",
