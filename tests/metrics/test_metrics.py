@@ -120,8 +120,11 @@ def test_the_running_gateway_counts_its_calls(
 ) -> None:
     port = free_port()
     uas = sipp("uas_basic.xml", "uas", args=["-m", "4"])
+    # every call would be blocked at any hour (no consent, or outside the calling window):
+    # in monitor mode, each is forwarded flagged
     gw = start_gateway([Trunk(uas.port)], overrides={
-        "policy": {"mode": "monitor"}, "metrics": {"listen": f"127.0.0.1:{port}"}})
+        "policy": {"mode": "monitor"}, "metrics": {"listen": f"127.0.0.1:{port}"},
+        "campaigns": {"default": {"require_consent": True}}})
     uac = sipp("uac_basic.xml", "uac", remote=gw.address,
                args=["-s", "+12125551234", "-m", "4", "-r", "20"])
     assert uac.wait(30).successful == 4
