@@ -25,7 +25,7 @@ from typing import Any
 from sipguard.config import Config
 from sipguard.errors import StoreError
 from sipguard.policy.caps import AttemptCounter, AttemptRecord, required_horizon
-from sipguard.policy.freshness import missing_lists, stale_lists
+from sipguard.policy.freshness import describe_missing, missing_lists, stale_lists
 from sipguard.policy.gate import attempt_counter
 from sipguard.policy.model import Facts
 from sipguard.policy.rule_steps import all_caps
@@ -78,8 +78,8 @@ def warn_missing_lists(facts: Facts, config: Config, log: Any) -> int:
                 "dnc.list_missing",
                 campaign=campaign,
                 list=name,
-                detail="no list of that name in the store: calls of the campaign are not "
-                       "checked against it",
+                detail=f"{describe_missing(name)}: calls of the campaign are not checked "
+                       "against it",
                 stale_list=config.policy.stale_list,
             )
             found += 1

@@ -598,10 +598,14 @@ class Gateway:
         return out
 
     def problems(self) -> list[str]:
-        """Log lines at warning level or above, and any Python traceback."""
+        """Log lines at warning level or above, and any Python traceback; but the warning
+        that the store holds no national list, which every gateway here whose test
+        imported none rightly logs (the default campaign names "national")."""
         bad = []
         for line in self.log_lines():
             low = line.lower().replace('": "', '":"')
+            if '"event":"dnc.list_missing"' in low and '"list":"national"' in low:
+                continue
             if '"level":"warning"' in low or '"level":"error"' in low or "traceback" in low:
                 bad.append(line)
         return bad

@@ -135,7 +135,7 @@ def test_a_custom_list_the_campaign_names_blocks_its_numbers(
     # named before it exists: serve says so at start (nothing is silently unchecked)
     missing = [e for e in gw.events() if e.get("event") == "dnc.list_missing"]
     assert [(e["campaign"], e["list"], e["level"]) for e in missing] == [
-        ("default", "acme-suppression", "warning")]
+        ("default", "national", "warning"), ("default", "acme-suppression", "warning")]
     _import_custom(gw, tmp_path, [LONDON_LISTED])
 
     blocked = sipp(_expect_603(tmp_path), "uac1", remote=gw.address,

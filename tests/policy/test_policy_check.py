@@ -100,9 +100,9 @@ def test_a_custom_list_imported_with_the_cli(
     config = tmp_path / "sipguard.toml"
     config.write_text(CONFIG + """
 [campaigns.acme]
-lists = ["internal", "national", "acme-suppression"]
+lists = ["internal", "acme-suppression"]
 [campaigns.typo]
-lists = ["internal", "national", "acme-supression"]
+lists = ["internal", "acme-supression"]
 """)
     listed = tmp_path / "acme.txt"
     listed.write_text("+14155552671\n")

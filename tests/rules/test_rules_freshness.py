@@ -93,13 +93,29 @@ def test_serve_warns_about_each_missing_list_of_each_campaign() -> None:
             self.lines.append((event, fields))
 
     config = Config(campaigns={
-        "default": CampaignConfig(),  # kinds only: nothing to import first
+        "default": CampaignConfig(),  # kinds only: but the national registry is required
         "acme": CampaignConfig(lists=("internal", "acme-suppression", "partner")),
     })
     log = Log()
     facts = MemoryFacts(lists=[ListInfo("partner", ListKind.CUSTOM, None, None)])
-    assert warn_missing_lists(facts, config, log) == 1
-    ((event, fields),) = log.lines
-    assert event == "dnc.list_missing"
-    assert (fields["campaign"], fields["list"], fields["stale_list"]) == (
-        "acme", "acme-suppression", "warn")
+    assert warn_missing_lists(facts, config, log) == 2
+    assert [(e, f["campaign"], f["list"], f["stale_list"]) for e, f in log.lines] == [
+        ("dnc.list_missing", "default", "national", "warn"),
+        ("dnc.list_missing", "acme", "acme-suppression", "warn")]
+    assert "import the registry" in str(log.lines[0][1]["detail"])
+
+
+def test_a_campaign_naming_national_with_no_national_list_warns_and_blocks_national() -> None:
+    """16 CFR 310.4(b)(1)(iii)(B): the registry must be scrubbed. With none in the store the
+    campaign is checked against nothing: said like a stale copy, and blocked like one
+    (dnc-national, a DNC override still applies) with stale_list = "block"."""
+    lists = [Info("internal", ListKind.INTERNAL, None, None)]
+    assert missing_lists(["internal", "national", "state"], lists) == ("national",)
+    warn = check_stale_list(["internal", "national"], lists, "warn", NOW, "US")
+    assert not warn.blocked and "no national do-not-call list" in warn.step.detail
+    block = check_stale_list(["internal", "national"], lists, "block", NOW, "US")
+    assert block.blocked and block.reason is Reason.DNC_NATIONAL
+    assert not check_stale_list(["national"], lists, "block", NOW, "US", overridden=True).blocked
+    assert not check_stale_list(["internal"], lists, "block", NOW, "US").blocked
+    uk = [*lists, Info("tps", ListKind.NATIONAL, "GB", NOW)]  # some national list is held
+    assert missing_lists(["national"], uk) == ()

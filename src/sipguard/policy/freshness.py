@@ -20,7 +20,11 @@ campaign believes it is checked and nothing is. It is warned about like a stale 
 name that is not a kind says nothing else about the list; no consent overrides a list
 whose entries cannot be read). A kind named with no list of it (`"state"` before any
 state list is imported) is not missing: it means every list of that kind, none or many,
-and the shipped default campaign names every kind.
+and the shipped default campaign names every kind. Except `"national"`: a seller must
+scrub against the national registry (16 CFR 310.4(b)(1)(iii)(B); 47 CFR 64.1200(c)(2)),
+so a campaign that names it while the store holds no national list is warned about the
+same way, and with "block" its calls are blocked `dnc-national` as with a stale copy
+(a DNC override still lets a call through).
 """
 
 from __future__ import annotations
@@ -111,13 +115,26 @@ def stale_lists(lists: Iterable[ListMeta], now: datetime, default_region: str) -
 
 
 def missing_lists(campaign_lists: Iterable[str], lists: Iterable[ListMeta]) -> tuple[str, ...]:
-    """The names in `campaign_lists` that are neither a list kind nor a list in `lists`."""
+    """The names in `campaign_lists` the store holds nothing for: neither a list kind nor a
+    list in `lists`, and "national" while no national list is held."""
+    lists = tuple(lists)
     held = {i.name for i in lists}
+    national = any(i.kind is ListKind.NATIONAL for i in lists)
     kinds = ListKind._value2member_map_
-    return tuple(n for n in dict.fromkeys(campaign_lists) if n not in kinds and n not in held)
+    return tuple(n for n in dict.fromkeys(campaign_lists) if n not in held and (
+        n not in kinds or (n == ListKind.NATIONAL and not national)))
+
+
+def only_national_missing(missing: Iterable[str]) -> bool:
+    """A missing national list blocks as a stale one does (`dnc-national`, overridable);
+    any other missing name blocks `dnc-custom`."""
+    return all(n == ListKind.NATIONAL for n in missing)
 
 
 def describe_missing(name: str) -> str:
+    if name == ListKind.NATIONAL:
+        return ("no national do-not-call list is in the store (import the registry: "
+                "sipguard dnc import FILE --list national)")
     return f"list {name!r} is not in the store (import it, or correct the campaign's lists)"
 
 
@@ -143,7 +160,7 @@ def check_stale_list(
     detail = "; ".join([*map(describe_missing, missing), *(f.describe() for f in stale)])
     if mode == "warn":
         return passed(RULE, f"warning: {detail}")
-    if missing:
+    if not only_national_missing(missing):
         return blocked(RULE, Reason.DNC_CUSTOM, f"stale_list = block: {detail}")
     if overridden:
         return skipped(RULE, f"DNC override applies; {detail}")

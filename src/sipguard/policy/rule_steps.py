@@ -439,7 +439,8 @@ def stale_list(ctx: Context) -> Step | Outcome:
     """A national list the campaign checks is older than its safe-harbor limit, or a list
     it names is not in the store (`freshness.missing_lists`): a trail warning, or with
     `stale_list = "block"` a block (`dnc-national` for a stale list unless a DNC override
-    applies; `dnc-custom` for a missing one, which nothing overrides). The catalogue is
+    applies, as for a missing national list; `dnc-custom` for another missing one, which
+    nothing overrides). The catalogue is
     read once a minute (a refresh or a new list shows within a minute; ages are in days)."""
     policy, facts = ctx.policy, ctx.facts
     cache = this_minute(ctx).stale
@@ -457,7 +458,8 @@ def stale_list(ctx: Context) -> Step | Outcome:
         if len(cache) >= _MINUTE_LIMIT:
             cache.clear()
         entry = cache[prep] = (facts, None if found is None else (
-            found, shared_step(freshness.RULE, "pass", f"warning: {found}"), bool(missing)
+            found, shared_step(freshness.RULE, "pass", f"warning: {found}"),
+            not freshness.only_national_missing(missing)
         ))
     stale = entry[1]
     if stale is None:
