@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -35,6 +35,12 @@ def _args(calls: int, number: str = LONDON) -> list[str]:
     return ["-s", number, "-m", str(calls), "-r", "1", "-l", "1", "-d", "50"]
 
 
+def _closed_today() -> tuple[date, dict[str, str]]:
+    """Tomorrow (in London), and a campaign window in which only tomorrow has hours."""
+    tomorrow = datetime.now(ZoneInfo("Europe/London")).date() + timedelta(days=1)
+    return tomorrow, {DAYS[tomorrow.weekday()]: "10:00-11:00"}
+
+
 def _decisions(gw) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
     return [e for e in gw.events() if e.get("event") == "call.decision"]
 
@@ -42,8 +48,7 @@ def _decisions(gw) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
 def test_outside_the_campaign_window_is_declined_with_when_it_opens(
     start_gateway, sipp, tmp_path
 ) -> None:
-    tomorrow = datetime.now(ZoneInfo("Europe/London")).date() + timedelta(days=1)
-    window = {DAYS[tomorrow.weekday()]: "10:00-11:00"}  # today is closed
+    tomorrow, window = _closed_today()
     uas = sipp("uas_basic.xml", "uas")
     gw = start_gateway([Trunk(uas.port)], overrides={"campaigns": {"default": {"window": window}}})
     uac = sipp(_expect_603(tmp_path), "uac", remote=gw.address, args=_args(3))
@@ -162,8 +167,7 @@ def test_a_custom_list_the_campaign_names_blocks_its_numbers(
 def test_a_window_in_tag_mode_forwards_flagged_and_hides_no_later_block(
     start_gateway, sipp, tmp_path
 ) -> None:
-    tomorrow = datetime.now(ZoneInfo("Europe/London")).date() + timedelta(days=1)
-    window = {DAYS[tomorrow.weekday()]: "10:00-11:00"}  # today is closed
+    _, window = _closed_today()
     uas = sipp("uas_basic.xml", "uas")
     gw = start_gateway([Trunk(uas.port)], overrides={
         "policy": {"tag_reasons": ["outside-calling-window"]},
