@@ -385,8 +385,7 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
             ),
             asyncio.create_task(rules.run_housekeeping(counter, index, config, log),
                                 name="rules-housekeeping"),
-            asyncio.create_task(rules.run_retention(store, config, log, index=index),
-                                name="retention"),
+            asyncio.create_task(rules.run_retention(store, config, log), name="retention"),
             asyncio.create_task(checkpoints.run(config.audit.checkpoint_every),
                                 name="audit-checkpoints"),
         ]

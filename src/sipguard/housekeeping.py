@@ -30,9 +30,7 @@ from sipguard.policy.gate import attempt_counter
 from sipguard.policy.model import Facts
 from sipguard.policy.rule_steps import all_caps
 from sipguard.store.db import Store
-from sipguard.store.index import Index
 from sipguard.store.retention import purge
-from sipguard.store.sync import load_index
 from sipguard.store.writer import RecordWriter, attempts_since
 
 PRUNE_EVERY = 1.0  # seconds: a prune then has about a second's expired attempts to drop
@@ -107,15 +105,10 @@ async def run_housekeeping(counter: AttemptCounter, facts: Facts, config: Config
 
 
 async def run_retention(store: Store, config: Config, log: Any,
-                        first_after: float = FIRST_PURGE_AFTER, *,
-                        index: Index | None = None) -> None:
+                        first_after: float = FIRST_PURGE_AFTER) -> None:
     """Purge `first_after` seconds from now, then every `retention.purge_every`, until
     cancelled. A store problem is logged and the next run tries again; under a litigation
-    hold this logs `retention.held` once and stops.
-
-    The change log names no deleted row, so when consents went, `index` (the server's) is
-    read again whole: the ended consents it held would otherwise stay in memory until a
-    restart (they decide no call differently, but they are personal data past its term)."""
+    hold this logs `retention.held` once and stops."""
     await asyncio.sleep(first_after)
     while True:
         started = time.monotonic()
@@ -128,8 +121,6 @@ async def run_retention(store: Store, config: Config, log: Any,
                 log.warning("retention.held", detail="retention.hold is true: nothing is "
                             "purged until it is set to false and serve restarted")
                 return
-            if index is not None and result.consents:
-                index.adopt(await load_index(store))
             log.info("retention.purged", **result.counts(),
                      took_ms=round((time.monotonic() - started) * 1000, 1),
                      cutoffs=result.cutoffs.as_text())

@@ -2,10 +2,9 @@
 
 Safe while `serve` runs on the same store: deletes go a batch per short transaction, and
 SQLite's WAL and busy timeout let the server's record writer and this command take turns.
-A running server needs no notice: its index never reads superseded list history, and the
-ended consents it still holds in memory until restarted decide no call differently (they
-are void, and void no consent in force; at most a call blocked `consent-revoked` or
-`consent-expired` there is `no-consent` after a restart).
+When consents went, the purge logs a `reload` change and a running server is told at once
+(the control socket): it reads the whole store again, and the ended consents leave its
+memory too.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 from sipguard.cli import add_config_option
 from sipguard.config import load_config
 from sipguard.store.retention import PurgeResult, purge
-from sipguard.store.session import open_store, run
+from sipguard.store.session import open_store, run, tell_server
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,7 +37,10 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
     async def apply() -> PurgeResult:
         async with open_store(config) as store:
-            return await purge(store, config, datetime.now(UTC), dry_run=args.dry_run)
+            result = await purge(store, config, datetime.now(UTC), dry_run=args.dry_run)
+        if result.consents and not result.dry_run:
+            await tell_server(config)
+        return result
 
     print(json.dumps(run(apply()).as_json()))
     return 0

@@ -26,6 +26,9 @@ What goes, each once older than its cutoff (`cutoffs`):
   `KEEP_CHANGES` rows. A server that had not read the rows purged finds the gap and reads
   the whole store again (`sync.refresh`), so no change is ever missed.
 
+When consents went, a `reload` change tells running servers to read the whole store again:
+their index holds ended consents, and the log names no deleted row.
+
 Rows go `batch` at a time, one short write transaction each, so the record writer, which
 shares the connection's lock and the database's write lock, waits at most one batch.
 """
@@ -158,7 +161,7 @@ async def purge(
     # Entries before generations: a generation's creation time says when it superseded them.
     for list_id, upto in await store.fetchall(_SUPERSEDED_UPTO, (lists,)):
         entries += await table.rows("list_entries", _SUPERSEDED, (int(list_id), int(upto)))
-    return PurgeResult(
+    result = PurgeResult(
         held=False,
         dry_run=dry_run,
         cutoffs=cutoffs,
@@ -176,6 +179,11 @@ async def purge(
         generations=await table.rows("generations", _replaced("t"), (lists,)),
         changes=await table.rows("changes", _CHANGES, (keep_changes,)),
     )
+    if result.consents and not dry_run:
+        # running servers hold ended consents in memory and the log names no deleted row
+        async with store.transaction():
+            await store.note_change("reload", 0)
+    return result
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,6 +166,19 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE changes;
     ALTER TABLE changes_new RENAME TO changes
     """,
+    # 5: a change-log kind telling running servers to read the whole store again: a
+    # retention purge deleted rows their index may hold (ended consents); the log names
+    # no deleted row. Rebuilt as in 4, its rows (and their sequence) kept.
+    """
+    CREATE TABLE changes_new (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('list', 'entry', 'consent', 'subject', 'reload')),
+        ref INTEGER NOT NULL
+    );
+    INSERT INTO changes_new (seq, kind, ref) SELECT seq, kind, ref FROM changes;
+    DROP TABLE changes;
+    ALTER TABLE changes_new RENAME TO changes
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -71,15 +71,17 @@ async def load_index(store: Store, index: Index | None = None) -> Index:
 async def refresh(store: Store, index: Index) -> bool:
     """Apply the changes committed since `index.seq`; True when there were any.
 
-    The log's sequence numbers follow one another (AUTOINCREMENT, never reused). When the
-    first one after `index.seq` is not the next, a retention purge deleted rows this
-    server had not read: the whole store is read again and replaces the index's contents
-    at once (decisions made meanwhile use the old contents whole)."""
+    The whole store is read again, and replaces the index's contents at once (decisions
+    made meanwhile use the old contents whole), when a `reload` row says a retention purge
+    deleted rows the index may hold, and when the first sequence number after `index.seq`
+    is not the next (they follow one another: AUTOINCREMENT, never reused), because a
+    purge of the log itself deleted rows this server had not read."""
     async with store.transaction(write=False):
         rows = await store.fetchall(
             "SELECT seq, kind, ref FROM changes WHERE seq > ? ORDER BY seq", (index.seq,)
         )
-        lost = bool(rows) and int(rows[0][0]) != index.seq + 1
+        lost = bool(rows) and (int(rows[0][0]) != index.seq + 1
+                               or any(r[1] == "reload" for r in rows))
         read = None if lost or not rows else await _read_changes(store, index, rows)
     if lost:
         index.adopt(await load_index(store))
