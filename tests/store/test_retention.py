@@ -294,9 +294,9 @@ async def test_serve_task_purges_on_schedule(store: Store) -> None:
 
 
 async def test_purged_consents_leave_a_running_server_s_index(store: Store) -> None:
-    """The change log names no deleted row: a purge that deleted consents logs `reload`,
-    and a server's next refresh reads the whole store again (the CLI's purge tells it at
-    once, through the control socket; serve's own is seen by its store watch)."""
+    """A purge that deleted consents logs a `consents-of` change per number, and a
+    server's next refresh reads those numbers' consents again (the CLI's purge tells it
+    at once, through the control socket; serve's own is seen by its store watch)."""
     ancient = utcnow() - 4000 * DAY
     await store.grant_consent(A, "sales", ConsentType.EXPRESS_WRITTEN, "old form",
                               granted_at=ancient)
@@ -307,6 +307,8 @@ async def test_purged_consents_leave_a_running_server_s_index(store: Store) -> N
     assert (await purge(store, config(), utcnow(), dry_run=True)).consents == 1
     assert not await store.refresh(index)  # a dry run changes nothing
     assert (await purge(store, config(), utcnow())).consents == 1
+    told = await store.fetchall("SELECT kind, ref FROM changes WHERE kind = 'consents-of'")
+    assert [tuple(r) for r in told] == [("consents-of", int(A.removeprefix("+")))]
     assert await store.refresh(index)
     assert index.consents(A) == () and [c.source for c in index.consents(B)] == ["form"]
     assert (await purge(store, config(), utcnow())).consents == 0

@@ -2,9 +2,9 @@
 
 Safe while `serve` runs on the same store: deletes go a batch per short transaction, and
 SQLite's WAL and busy timeout let the server's record writer and this command take turns.
-When consents went, the purge logs a `reload` change and a running server is told at once
-(the control socket): it reads the whole store again, and the ended consents leave its
-memory too.
+When consents went, the purge logs a `consents-of` change per number and a running server
+is told at once (the control socket): it reads those numbers' consents again, and the
+ended ones leave its memory too.
 """
 
 from __future__ import annotations

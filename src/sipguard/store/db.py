@@ -48,6 +48,7 @@ from sipguard.store.rows import (
 
 ImportMode = Literal["replace", "add", "remove"]
 T = TypeVar("T")
+K = TypeVar("K", int, str)  # keys of an IN (...) query, sortable
 BUSY_TIMEOUT_MS = 10_000
 
 @dataclass(frozen=True, slots=True)
@@ -430,15 +431,26 @@ class Store:
     async def entries_by_id(self, ids: Iterable[int]) -> list[Entry]:
         return await self._by_id(f"SELECT {ENTRY_COLUMNS} FROM list_entries", ids, entry_row)
 
+    async def consents_of(self, numbers: Iterable[str]) -> list[Consent]:
+        """Every consent of these numbers, by number, then as `consent_history` orders."""
+        return await self._where_in(f"SELECT {CONSENT_COLUMNS} FROM consents", "number",
+                                    numbers, consent_row, "number, granted_at, id")
+
     async def _by_id(
         self, select: str, ids: Iterable[int], decode: Callable[[sqlite3.Row], T]
     ) -> list[T]:
         """The rows `select` (a SELECT ... FROM table) finds by id, in id order, decoded."""
+        return await self._where_in(select, "id", ids, decode, "id")
+
+    async def _where_in(
+        self, select: str, column: str, keys: Iterable[K],
+        decode: Callable[[sqlite3.Row], T], order: str,
+    ) -> list[T]:
         return [
             decode(r)
-            for batch in _batches(ids)
+            for batch in _batches(keys)
             for r in await self.fetchall(
-                f"{select} WHERE id IN ({_marks(batch)}) ORDER BY id", batch
+                f"{select} WHERE {column} IN ({_marks(batch)}) ORDER BY {order}", batch
             )
         ]
 
@@ -488,10 +500,10 @@ def _covers(numbers: BitMap64, key: int, blocks: bool) -> bool:
     return keys is not None and (keys[0] in numbers or keys[1] in numbers)
 
 
-def _batches(ids: Iterable[int], size: int = 500) -> list[tuple[int, ...]]:
-    items = sorted(set(ids))
+def _batches(keys: Iterable[K], size: int = 500) -> list[tuple[K, ...]]:
+    items = sorted(set(keys))
     return [tuple(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def _marks(batch: Sequence[int]) -> str:
+def _marks(batch: Sequence[object]) -> str:
     return ", ".join("?" * len(batch))

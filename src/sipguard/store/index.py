@@ -249,6 +249,10 @@ class Index:
         else:
             self._subjects.pop(number, None)
 
+    def forget_consents(self, number: str) -> None:
+        """Drop a number's consents (a purge deleted some; the rest are put again)."""
+        self._consents.pop(number, None)
+
     def erase_subject(self, number: str) -> None:
         """Forget a number's consents and requests: its subject was erased, and the store
         deleted them (the erasure request is put next)."""

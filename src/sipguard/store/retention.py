@@ -26,8 +26,9 @@ What goes, each once older than its cutoff (`cutoffs`):
   `KEEP_CHANGES` rows. A server that had not read the rows purged finds the gap and reads
   the whole store again (`sync.refresh`), so no change is ever missed.
 
-When consents went, a `reload` change tells running servers to read the whole store again:
-their index holds ended consents, and the log names no deleted row.
+Deleted consents are told to running servers (their index holds ended consents) with a
+`consents-of` change per number, in the same transaction: the log names a consent by id,
+and a deleted one cannot be read.
 
 Rows go `batch` at a time, one short write transaction each, so the record writer, which
 shares the connection's lock and the database's write lock, waits at most one batch.
@@ -161,14 +162,14 @@ async def purge(
     # Entries before generations: a generation's creation time says when it superseded them.
     for list_id, upto in await store.fetchall(_SUPERSEDED_UPTO, (lists,)):
         entries += await table.rows("list_entries", _SUPERSEDED, (int(list_id), int(upto)))
-    result = PurgeResult(
+    return PurgeResult(
         held=False,
         dry_run=dry_run,
         cutoffs=cutoffs,
         decisions=await purge_decisions(store, time_text(cutoffs.decisions), batch=batch,
                                         dry_run=dry_run),
         attempts=await table.rows("attempts", _ATTEMPTS, (time_text(cutoffs.attempts),)),
-        consents=await table.rows("consents", _CONSENTS, (
+        consents=await table.rows("consents", _CONSENTS, told="consents-of", params=(
             consents, consents,
             *(time_text(cutoffs.consents - timedelta(days=_EBR_TERMS[kind]))
               for kind in sorted(_EBR_TERMS)),
@@ -179,11 +180,6 @@ async def purge(
         generations=await table.rows("generations", _replaced("t"), (lists,)),
         changes=await table.rows("changes", _CHANGES, (keep_changes,)),
     )
-    if result.consents and not dry_run:
-        # running servers hold ended consents in memory and the log names no deleted row
-        async with store.transaction():
-            await store.note_change("reload", 0)
-    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,21 +188,28 @@ class _Purger:
     dry_run: bool
     batch: int
 
-    async def rows(self, table: str, where: str, params: tuple[Any, ...]) -> int:
-        """Delete (or count) the rows of `table` matching `where`, a batch per transaction."""
+    async def rows(self, table: str, where: str, params: tuple[Any, ...] = (), *,
+                   told: str | None = None) -> int:
+        """Delete (or count) the rows of `table` matching `where`, a batch per transaction.
+        With `told`, each batch also logs a change of that kind per number whose rows it
+        deleted (ref: the E.164 digits), so running servers read that number again."""
         if self.dry_run:
             found = await self.store.fetchall(
                 f"SELECT count(*) FROM {table} t WHERE {where}", params
             )
             return int(found[0][0])
         sql = (f"DELETE FROM {table} WHERE rowid IN"
-               f" (SELECT t.rowid FROM {table} t WHERE {where} LIMIT ?)")
+               f" (SELECT t.rowid FROM {table} t WHERE {where} LIMIT ?)"
+               + (" RETURNING number" if told else ""))
         deleted = 0
         while True:
-            async with self.store.transaction() as db, db.execute(
-                sql, (*params, self.batch)
-            ) as cur:
-                done = cur.rowcount
+            async with self.store.transaction() as db:
+                async with db.execute(sql, (*params, self.batch)) as cur:
+                    numbers = [str(r[0]) for r in await cur.fetchall()] if told else []
+                    done = len(numbers) if told else cur.rowcount
+                if numbers:
+                    await db.executemany("INSERT INTO changes (kind, ref) VALUES (?, ?)",
+                                         [(told, int(n[1:])) for n in sorted(set(numbers))])
             deleted += done
             if done < self.batch:
                 return deleted

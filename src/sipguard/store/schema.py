@@ -166,13 +166,14 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE changes;
     ALTER TABLE changes_new RENAME TO changes
     """,
-    # 5: a change-log kind telling running servers to read the whole store again: a
-    # retention purge deleted rows their index may hold (ended consents); the log names
-    # no deleted row. Rebuilt as in 4, its rows (and their sequence) kept.
+    # 5: a change-log kind naming a number whose consents a retention purge deleted (ref:
+    # the E.164 digits), so running servers read its consents again: a 'consent' row names
+    # a consent by id, and a deleted one cannot be read. Rebuilt as in 4, rows kept.
     """
     CREATE TABLE changes_new (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind TEXT NOT NULL CHECK (kind IN ('list', 'entry', 'consent', 'subject', 'reload')),
+        kind TEXT NOT NULL CHECK (kind IN ('list', 'entry', 'consent', 'subject',
+                                           'consents-of')),
         ref INTEGER NOT NULL
     );
     INSERT INTO changes_new (seq, kind, ref) SELECT seq, kind, ref FROM changes;

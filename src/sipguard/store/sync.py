@@ -71,24 +71,23 @@ async def load_index(store: Store, index: Index | None = None) -> Index:
 async def refresh(store: Store, index: Index) -> bool:
     """Apply the changes committed since `index.seq`; True when there were any.
 
-    The whole store is read again, and replaces the index's contents at once (decisions
-    made meanwhile use the old contents whole), when a `reload` row says a retention purge
-    deleted rows the index may hold, and when the first sequence number after `index.seq`
-    is not the next (they follow one another: AUTOINCREMENT, never reused), because a
-    purge of the log itself deleted rows this server had not read."""
+    A `consents-of` row (a retention purge deleted consents of that number) has the
+    number's consents read again whole. When the first sequence number after `index.seq`
+    is not the next (they follow one another: AUTOINCREMENT, never reused), a purge of the
+    log itself deleted rows this server had not read: the whole store is read again and
+    replaces the index's contents at once (decisions made meanwhile use the old whole)."""
     async with store.transaction(write=False):
         rows = await store.fetchall(
             "SELECT seq, kind, ref FROM changes WHERE seq > ? ORDER BY seq", (index.seq,)
         )
-        lost = bool(rows) and (int(rows[0][0]) != index.seq + 1
-                               or any(r[1] == "reload" for r in rows))
+        lost = bool(rows) and int(rows[0][0]) != index.seq + 1
         read = None if lost or not rows else await _read_changes(store, index, rows)
     if lost:
         index.adopt(await load_index(store))
         return True
     if read is None:
         return False
-    loads, entries, consents, requests = read
+    loads, entries, consents, requests, numbers = read
     bitmaps = await asyncio.to_thread(_deserialize_all, loads)
     # From here on: plain assignments on the loop thread, no await in between.
     for load, bitmap in zip(loads, bitmaps, strict=True):
@@ -98,6 +97,8 @@ async def refresh(store: Store, index: Index) -> bool:
             index.set_list(load.info, bitmap, load.entries)
     for entry in entries:
         index.apply_entry(entry)
+    for number in numbers:
+        index.forget_consents(number)  # what is left of them is in `consents`
     for consent in consents:
         index.put_consent(consent)
     for request in requests:
@@ -110,10 +111,10 @@ async def refresh(store: Store, index: Index) -> bool:
 
 async def _read_changes(
     store: Store, index: Index, rows: list[sqlite3.Row]
-) -> tuple[list[_ListLoad], list[Entry], list[Consent], list[SubjectRequest]]:
+) -> tuple[list[_ListLoad], list[Entry], list[Consent], list[SubjectRequest], list[str]]:
     """What the change-log rows name, read inside the caller's read transaction."""
     refs: dict[str, set[int]] = {"list": set(), "entry": set(), "consent": set(),
-                                 "subject": set()}
+                                 "subject": set(), "consents-of": set()}
     for _, kind, ref in rows:
         refs[str(kind)].add(int(ref))
     loads = []
@@ -123,9 +124,11 @@ async def _read_changes(
             info = list_info(found[0])
             changed = info.generation != index.generation_of(info.id)
             loads.append(await _read_list(store, info, changed))
+    numbers = [f"+{digits}" for digits in sorted(refs["consents-of"])]
+    consents = await store.consents_by_id(refs["consent"])
     return (loads, await store.entries_by_id(refs["entry"]),
-            await store.consents_by_id(refs["consent"]),
-            await store.subject_requests_by_id(refs["subject"]))
+            [*consents, *await store.consents_of(numbers)],
+            await store.subject_requests_by_id(refs["subject"]), numbers)
 
 
 async def _read_list(store: Store, info: ListInfo, with_bulk: bool) -> _ListLoad:
