@@ -206,6 +206,32 @@ def test_a_stale_national_list_blocks_when_configured() -> None:
                   T0).reason is Reason.NO_RESTRICTION
 
 
+def test_a_call_to_a_country_whose_registry_no_national_list_holds() -> None:
+    """A US registry copy says nothing of a Toronto number: Canada's National DNCL is not
+    in the store. Said in the trail, and blocked dnc-national with stale_list = "block",
+    as a stale copy would be; a US number, or a country without a registry, is fine."""
+    toronto = "+14163642500"
+    us_only = MemoryFacts(lists=[ListInfo("national", ListKind.NATIONAL, "US", T0 - DAY)])
+    attempt = Attempt(toronto, toronto, None, "default", "")
+    warn = decide(attempt, us_only, CampaignConfig(), PolicyConfig(), T0)
+    assert warn.reason is Reason.NO_RESTRICTION
+    (step,) = [s for s in warn.trail if s.rule == "stale-list"]
+    assert "no national do-not-call list for CA" in step.detail and "CRTC" in step.detail
+    block = decide(attempt, us_only, CampaignConfig(), PolicyConfig(stale_list="block"), T0)
+    assert (block.reason, block.rule) == (Reason.DNC_NATIONAL, "stale-list")
+    both = MemoryFacts(lists=[*us_only.lists(),
+                              ListInfo("dncl", ListKind.NATIONAL, "CA", T0 - DAY)])
+    assert decide(attempt, both, CampaignConfig(), PolicyConfig(stale_list="block"),
+                  T0).reason is Reason.NO_RESTRICTION
+    ny = Attempt(NY, NY, None, "default", "")
+    assert decide(ny, us_only, CampaignConfig(), PolicyConfig(stale_list="block"),
+                  T0).reason is Reason.NO_RESTRICTION
+    # a campaign that checks no national list is not asked about one
+    internal_only = CampaignConfig(lists=("internal",))
+    assert decide(attempt, us_only, internal_only, PolicyConfig(stale_list="block"),
+                  T0).reason is Reason.NO_RESTRICTION
+
+
 def test_caps_in_tag_mode_flag_the_fourth_florida_call() -> None:
     counter = AttemptCounter(timedelta(days=8))
     for i, at in enumerate(("2026-06-02 16:00", "2026-06-03 10:00", "2026-06-03 12:00")):

@@ -119,3 +119,18 @@ def test_a_campaign_naming_national_with_no_national_list_warns_and_blocks_natio
     assert not check_stale_list(["internal"], lists, "block", NOW, "US").blocked
     uk = [*lists, Info("tps", ListKind.NATIONAL, "GB", NOW)]  # some national list is held
     assert missing_lists(["national"], uk) == ()
+
+
+def test_a_callee_country_no_national_list_holds() -> None:
+    lists = [Info("national", ListKind.NATIONAL, None, NOW)]  # default region: US
+    assert check_stale_list(["national"], lists, "block", NOW, "US", country="US").blocked is False
+    for country in ("CA", "GB", "AU"):
+        gap = check_stale_list(["national"], lists, "block", NOW, "US", country=country)
+        assert gap.blocked and gap.reason is Reason.DNC_NATIONAL
+        assert f"no national do-not-call list for {country}" in gap.step.detail
+        assert not check_stale_list(["national"], lists, "block", NOW, "US", country=country,
+                                    overridden=True).blocked
+    assert not check_stale_list(["national"], lists, "block", NOW, "US", country="FR").blocked
+    tps = [*lists, Info("tps", ListKind.NATIONAL, "UK", NOW)]  # UK is GB
+    assert not check_stale_list(["national"], tps, "block", NOW, "US", country="GB").blocked
+    assert not check_stale_list(["internal"], lists, "block", NOW, "US", country="CA").blocked

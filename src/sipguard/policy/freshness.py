@@ -87,8 +87,7 @@ def limits() -> dict[str, Limit]:
 
 
 def limit_for(jurisdiction: str | None, default_region: str) -> Limit | None:
-    code = (jurisdiction or default_region).split("-")[0].upper()
-    return limits().get(ALIASES.get(code, code))
+    return limits().get(_country(jurisdiction or default_region))
 
 
 def freshness(info: ListMeta, now: datetime, default_region: str) -> Freshness | None:
@@ -138,6 +137,36 @@ def describe_missing(name: str) -> str:
     return f"list {name!r} is not in the store (import it, or correct the campaign's lists)"
 
 
+def national_coverage(
+    campaign_lists: Iterable[str], lists: Iterable[ListMeta], default_region: str
+) -> frozenset[str] | None:
+    """The countries whose national registry the campaign's national lists hold (a list's
+    jurisdiction, else `default_region`); None when the campaign checks no national list,
+    or when it names "national" and the store holds none (`missing_lists` says that)."""
+    wanted = set(campaign_lists)
+    national = [i for i in lists if i.kind is ListKind.NATIONAL
+                and (i.name in wanted or i.kind in wanted)]
+    if not national:
+        return None
+    return frozenset(_country(i.jurisdiction or default_region) for i in national)
+
+
+def uncovered(country: str, covered: frozenset[str]) -> str | None:
+    """What to say when a call goes to a country with a national registry (one that
+    `data/consent_rules.toml` gives an age limit) that none of the campaign's national
+    lists holds: a US list says nothing of a Canadian or a UK number."""
+    limit = limits().get(country)
+    if limit is None or country in covered:
+        return None
+    return (f"no national do-not-call list for {country} is in the store, and the call "
+            f"goes there [{limit.source}]")
+
+
+def _country(jurisdiction: str) -> str:
+    code = jurisdiction.split("-", maxsplit=1)[0].upper()
+    return ALIASES.get(code, code)
+
+
 def check_stale_list(
     campaign_lists: Sequence[str],
     lists: Iterable[ListMeta],
@@ -146,18 +175,23 @@ def check_stale_list(
     default_region: str,
     *,
     overridden: bool = False,
+    country: str = "",
 ) -> RuleResult:
     """With mode "block", block `dnc-custom` when a list the campaign names is missing, and
-    `dnc-national` when a national list it checks is stale and no DNC override applies;
-    with "warn", pass with what is wrong in the trail."""
+    `dnc-national` when a national list it checks is stale or absent, or none holds the
+    registry of the callee's `country`, and no DNC override applies; with "warn", pass
+    with what is wrong in the trail."""
     wanted = set(campaign_lists)
     held = tuple(lists)
     missing = missing_lists(campaign_lists, held)
     checked = (i for i in held if i.name in wanted or i.kind in wanted)  # as Context.applies
     stale = stale_lists(checked, now, default_region)
-    if not stale and not missing:
+    covered = national_coverage(campaign_lists, held, default_region)
+    gap = None if covered is None else uncovered(country, covered)
+    if not stale and not missing and gap is None:
         return passed(RULE, "national lists fresh")
-    detail = "; ".join([*map(describe_missing, missing), *(f.describe() for f in stale)])
+    detail = "; ".join([*map(describe_missing, missing), *(f.describe() for f in stale),
+                        *([gap] if gap else [])])
     if mode == "warn":
         return passed(RULE, f"warning: {detail}")
     if not only_national_missing(missing):

@@ -296,6 +296,21 @@ def locate(e164: str) -> Location:
 
 
 
+def country_of(e164: str) -> str:
+    """The country `locate` gives, for NANP numbers kept by area code (the NANP's
+    countries are told apart by it): a dict lookup, where `locate` reads the exchange."""
+    if not e164.startswith("+1"):
+        return locate(e164).country
+    key = e164[:5]
+    found = _NANP_COUNTRIES.get(key)
+    if found is None:
+        found = _NANP_COUNTRIES[key] = locate(e164).country
+    return found
+
+
+_NANP_COUNTRIES: dict[str, str] = {}  # "+1NPA" -> country: a thousand at most
+
+
 @lru_cache(maxsize=65536)
 def _locate_other(e164: str) -> Location:
     return intern_location(_locate_phonenumbers(e164))

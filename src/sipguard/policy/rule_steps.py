@@ -145,8 +145,9 @@ class Minute:
     # prepared -> (facts, what is stale or missing in them, its "warn" step and whether a
     # list is missing; None: all there and fresh): by campaign, as campaigns that check
     # other lists may take turns call by call
-    stale: dict[Prepared, tuple[Facts, tuple[str, Step, bool] | None]] = field(
-        default_factory=dict)
+    # per campaign: (facts, its stale-list problem, the countries its national lists hold)
+    stale: dict[Prepared, tuple[Facts, tuple[str, Step, bool] | None, frozenset[str] | None]] = (
+        field(default_factory=dict))
 
 
 _MINUTE_LIMIT = 65536  # entries of each of a Minute's tables
@@ -457,11 +458,18 @@ def stale_list(ctx: Context) -> Step | Outcome:
                                *([found] if found else [])])
         if len(cache) >= _MINUTE_LIMIT:
             cache.clear()
-        entry = cache[prep] = (facts, None if found is None else (
-            found, shared_step(freshness.RULE, "pass", f"warning: {found}"),
-            not freshness.only_national_missing(missing)
-        ))
+        entry = cache[prep] = (facts, None if found is None else _problem(
+            found, not freshness.only_national_missing(missing)),
+            freshness.national_coverage(wanted, lists, policy.default_region))
     stale = entry[1]
+    covered = entry[2]
+    if covered is not None:  # the campaign checks national lists: the callee's country?
+        known = ctx.location
+        country = known.country if known else geo.country_of(ctx.attempt.callee or "")
+        if country not in covered:
+            gap = _uncovered(country, covered, stale)
+            if gap is not None:
+                stale = gap
     if stale is None:
         return _FRESH
     detail, warning, missing_list = stale
@@ -472,6 +480,34 @@ def stale_list(ctx: Context) -> Step | Outcome:
     if cr.dnc_override(screen(ctx)) is not None:
         return shared_step(freshness.RULE, "skip", f"DNC override applies; {detail}")
     return Outcome(BLOCK, Reason.DNC_NATIONAL, f"stale_list = block: {detail}")
+
+
+_Problem = tuple[str, Step, bool]  # detail, its warning step, a non-national list missing
+
+
+def _problem(detail: str, missing_list: bool) -> _Problem:
+    return detail, shared_step(freshness.RULE, "pass", f"warning: {detail}"), missing_list
+
+
+def _uncovered(country: str, covered: frozenset[str], stale: _Problem | None) -> (
+    _Problem | None
+):
+    """The stale-list problem of a call to `country` whose registry no national list of
+    the campaign holds (`freshness.uncovered`), with what else was wrong; kept per
+    (country, covered, problem) so that such calls share their trail steps."""
+    key = (country, covered, stale)
+    if key in _UNCOVERED:
+        return _UNCOVERED[key]
+    gap = freshness.uncovered(country, covered)
+    found = None if gap is None else _problem(
+        gap if stale is None else f"{stale[0]}; {gap}", stale is not None and stale[2])
+    if len(_UNCOVERED) >= _MINUTE_LIMIT:
+        _UNCOVERED.clear()
+    _UNCOVERED[key] = found
+    return found
+
+
+_UNCOVERED: dict[tuple[str, frozenset[str], _Problem | None], _Problem | None] = {}
 
 
 def _stale(names: Sequence[str], lists: Sequence[ListMeta], now: datetime, region: str) -> (
