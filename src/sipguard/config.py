@@ -257,8 +257,9 @@ class PolicyConfig:
         "A list a campaign checks that cannot be relied on: a national DNC list older than "
         "its safe-harbor limit (US/CA 31 days, UK TPS 28, AU 30), no national list at "
         "all for a campaign naming 'national' or none for the called number's country, "
-        "or a list a campaign names by name that the store does not hold. 'warn' logs it at start and hourly (dnc.list_stale, "
-        "dnc.list_missing) and notes it in the rule trail; 'block' also blocks the calls "
+        "or a list a campaign names by name that the store does not hold. 'warn' logs "
+        "it at start and hourly (dnc.list_stale, dnc.list_missing) and notes it in the "
+        "rule trail; 'block' also blocks the calls "
         "that depend on it (rule stale-list): dnc-national for a stale or absent national "
         "list, dnc-custom for another missing one.",
         "warn",
