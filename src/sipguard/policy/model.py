@@ -61,7 +61,7 @@ UNTAGGABLE = {
     ),
 }
 # Block reasons a rule in tag mode may flag instead of blocking (`tag_reasons`).
-TAGGABLE = BLOCK_REASONS - UNTAGGABLE.keys()
+TAGGABLE = BLOCK_REASONS.difference(UNTAGGABLE)
 
 
 class ListKind(StrEnum):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberDesc, geocoder, timezone
@@ -51,7 +51,7 @@ class _Nfa:
     need only match a prefix (`re.match`, as phonenumbers uses `leading_digits`).
     """
 
-    ACCEPT = 0
+    ACCEPT: ClassVar[int] = 0
 
     def __init__(self, pattern: str, *, prefix: bool = False) -> None:
         self._text = pattern

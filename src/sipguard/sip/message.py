@@ -194,16 +194,17 @@ class Message:
         h = self._first(which)
         if h is None:
             return None
-        found: str | None = _TAGS.get(h.raw, _UNKNOWN)
-        if found is _UNKNOWN:
-            value = h.value
-            found = None
-            for part in value[value.rfind(">") + 1 :].split(";")[1:]:
-                name, _, tag = part.partition("=")
-                if name.strip().lower() == "tag":
-                    found = tag.strip()
-                    break
-            remember(_TAGS, h.raw, found)
+        raw = h.raw
+        if raw in _TAGS:
+            return _TAGS[raw]
+        value = h.value
+        found = None
+        for part in value[value.rfind(">") + 1 :].split(";")[1:]:
+            name, _, tag = part.partition("=")
+            if name.strip().lower() == "tag":
+                found = tag.strip()
+                break
+        remember(_TAGS, raw, found)
         return found
 
     def _head(self) -> bytes:
@@ -227,7 +228,6 @@ class Message:
 CACHE_ENTRIES = 4096
 _K = TypeVar("_K")
 _V = TypeVar("_V")
-_UNKNOWN: Any = object()
 _TOP_VIAS: dict[bytes, Via] = {}  # first Via line -> its first value
 _CSEQS: dict[bytes, tuple[int, str]] = {}
 _TAGS: dict[bytes, str | None] = {}  # From / To line -> tag

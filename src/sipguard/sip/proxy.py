@@ -245,8 +245,8 @@ class ProxyCore:
             if isinstance(exc.partial, Request) and exc.partial.method != "ACK":
                 self._reply_stateless(exc.partial, source, exc.status, exc.reason)
             return
-        except ProtocolError as exc:
-            self._problem("malformed", str(exc), source)
+        except ProtocolError as unreadable:  # a name of its own: mypyc types `exc` above
+            self._problem("malformed", str(unreadable), source)
             return
         try:
             if isinstance(message, Request):
