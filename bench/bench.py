@@ -711,6 +711,8 @@ FAKE_NOW = "2026-06-03 23:00:00"
 
 
 WATCH_SIGNALS: Path | None = None  # --watch-signals: strace writes signals received here
+COMPILED = ROOT / "build" / "compiled"  # `make compiled`: the call path built with mypyc
+CORE = "compiled"  # --core: which build of sipguard the run measures
 
 
 def sipguard_argv(*args: str) -> list[str]:
@@ -727,7 +729,28 @@ def sipguard_argv(*args: str) -> list[str]:
 def sipguard_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("SIPGUARD_PSEUDONYM_KEY", "bench-only-not-a-secret-0123456789abcdef")
+    if CORE == "compiled":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(COMPILED), env.get("PYTHONPATH")]))
     return env
+
+
+def build_core() -> str:
+    """'' when the build --core asks for is ready (`make compiled` for the compiled one)."""
+    if CORE != "compiled":
+        return ""
+    log("building the compiled call path (make compiled)")
+    p = run_cmd(["make", "-s", "compiled"], timeout=900, cwd=ROOT)
+    return "" if p.returncode == 0 else f"make compiled failed: {(p.stderr or p.stdout)[-300:]}"
+
+
+def served_core(log_file: Path) -> str:
+    """The build `serve` says it runs (its sipguard.listening line), so the table cannot
+    claim a build that did not serve."""
+    for line in log_file.read_text(errors="replace").splitlines():
+        if '"sipguard.listening"' in line:
+            with contextlib.suppress(ValueError):
+                return str(json.loads(line).get("core", "?"))
+    return "?"
 
 
 def sipguard_import(env: Env, res: PathResult, dnc: Path, size: int, cfg: Path,
@@ -792,6 +815,7 @@ def run_sipguard(env: Env, plan: Plan, dnc: Path, size: int, probe_number: str,
     try:
         if not wait_deciding("sipguard", env.ports["sipguard"], probe_number, size, proc, t0, res):
             return res
+        res.extra["core"] = served_core(env.out / "sipguard.log")
         measure_path(env, plan, res, env.ports["sipguard"], proc, blocks=True)
         if not proc.alive():
             res.error = f"sipguard exited with {proc.popen.returncode} during the run"
@@ -1084,12 +1108,15 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915
                     help="keep a sipguard store imported by an earlier run (import time reused)")
     ap.add_argument("--watch-signals", action="store_true",
                     help="run sipguard under strace (signals only) to log who signals it")
+    ap.add_argument("--core", choices=("compiled", "interpreted"), default="compiled",
+                    help="sipguard's build: mypyc-compiled call path (default) or plain Python")
     ap.add_argument("--no-scripts", action="store_true",
                     help="skip decide_bench.py and import_bench.py")
     args = ap.parse_args(argv)
 
     quick: bool = args.quick
-    global WATCH_SIGNALS  # noqa: PLW0603 (a run-wide switch)
+    global WATCH_SIGNALS, CORE  # noqa: PLW0603 (run-wide switches)
+    CORE = args.core
     if args.watch_signals:
         WATCH_SIGNALS = args.out / "sipguard-signals.txt"
     size = args.size or (100_000 if quick else 10_000_000)
@@ -1109,6 +1136,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915
             log(f"{tool} is not installed (apt-get install sip-tester tcpdump kamailio "
                 "kamailio-sqlite-modules)")
             return 2
+    why = build_core()
+    if why:
+        log(why)
+        return 2
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "sipp").mkdir(exist_ok=True)

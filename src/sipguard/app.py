@@ -50,6 +50,7 @@ from sipguard.policy.gate import Gate
 from sipguard.policy.model import DecisionRecord
 from sipguard.policy.numbers import Numbers
 from sipguard.policy.windows import warm_holidays
+from sipguard.sip import proxy as sip_proxy
 from sipguard.sip.message import Request
 from sipguard.sip.parser import Limits
 from sipguard.sip.peer import Transport
@@ -110,6 +111,12 @@ def proxy_settings(config: Config) -> ProxySettings:
         limits=Limits(sip.max_message_size, sip.max_headers, sip.max_line_length),
         trace=config.log.level == "debug",
     )
+
+
+def core_build() -> str:
+    """"compiled" when the call path runs as mypyc's extension (setup.py), else "interpreted":
+    an operator reading the start-up line can tell which build is serving."""
+    return "interpreted" if (sip_proxy.__file__ or "").endswith(".py") else "compiled"
 
 
 def log_core_event(event: CoreEvent) -> None:
@@ -226,7 +233,7 @@ class Gateway:
         if self.guard is not None and probes:
             self._watch_backlog(loop, probes, self.guard)
         log.info("sipguard.listening", listen=list(sip.listen),
-                 trunks=[str(t.peer) for t in core.settings.trunks])
+                 trunks=[str(t.peer) for t in core.settings.trunks], core=core_build())
 
     async def _listen(
         self, pool: TcpPool, driver: CoreDriver, address: ListenAddress

@@ -6,6 +6,7 @@ line on stderr naming the config key, a non-zero exit, and nothing left open."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -117,6 +118,18 @@ def test_a_trunk_name_that_does_not_resolve_is_one_clear_line(tmp_path: Path) ->
 
 
 Runner = Callable[[Coroutine[Any, Any, None]], None]
+
+
+def test_the_start_line_says_which_build_serves(tmp_path: Path) -> None:
+    # scripts/test.sh runs the suite on the plain package, then again on the mypyc build
+    # with SIPGUARD_TEST_CORE=compiled: an operator must be able to tell them apart.
+    expected = os.environ.get("SIPGUARD_TEST_CORE", "interpreted")
+    gw = Gateway(tmp_path / "gw", [Trunk(free_port())], overrides=PROXY_ONLY).start()
+    try:
+        listening = [e for e in gw.events() if e["event"] == "sipguard.listening"]
+    finally:
+        gw.stop()
+    assert [e["core"] for e in listening] == [expected]
 
 
 @pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
