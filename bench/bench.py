@@ -743,13 +743,15 @@ def build_core() -> str:
     return "" if p.returncode == 0 else f"make compiled failed: {(p.stderr or p.stdout)[-300:]}"
 
 
-def served_core(log_file: Path) -> str:
-    """The build `serve` says it runs (its sipguard.listening line), so the table cannot
-    claim a build that did not serve."""
-    for line in log_file.read_text(errors="replace").splitlines():
-        if '"sipguard.listening"' in line:
-            with contextlib.suppress(ValueError):
-                return str(json.loads(line).get("core", "?"))
+def served_core(log_file: Path, start: int) -> str:
+    """The build `serve` says it runs (its sipguard.listening line, written after `start`),
+    so the table cannot claim a build that did not serve."""
+    with log_file.open("rb") as fh:
+        fh.seek(start)
+        for line in fh:
+            if b'"sipguard.listening"' in line:
+                with contextlib.suppress(ValueError):
+                    return str(json.loads(line).get("core", "?"))
     return "?"
 
 
@@ -804,6 +806,8 @@ def run_sipguard(env: Env, plan: Plan, dnc: Path, size: int, probe_number: str,
     rev = run_cmd(["git", "log", "-1", "--format=%h"], cwd=ROOT).stdout.strip()
     dirty = run_cmd(["git", "status", "--porcelain", "--", "src"], cwd=ROOT).stdout.strip()
     res.extra["sipguard tree when serve started"] = rev + (" (+ uncommitted src)" if dirty else "")
+    log_file = env.out / "sipguard-decisions.log"  # [log] file: every line, appended
+    log_start = log_file.stat().st_size if log_file.exists() else 0
     t0 = time.monotonic()
     proc = Proc("sipguard", sipguard_argv("serve", "-c", str(cfg)), env.out / "sipguard.log",
                 env=sipguard_env(), cwd=ROOT)
@@ -811,11 +815,11 @@ def run_sipguard(env: Env, plan: Plan, dnc: Path, size: int, probe_number: str,
         res.extra["clock"] = "real (install faketime: calling windows depend on the hour)"
     else:
         res.extra["clock"] = f"faketime '{FAKE_NOW}' (UTC)"
-    env.decision_log = env.out / "sipguard-decisions.log"
+    env.decision_log = log_file
     try:
         if not wait_deciding("sipguard", env.ports["sipguard"], probe_number, size, proc, t0, res):
             return res
-        res.extra["core"] = served_core(env.out / "sipguard.log")
+        res.extra["core"] = served_core(log_file, log_start)
         measure_path(env, plan, res, env.ports["sipguard"], proc, blocks=True)
         if not proc.alive():
             res.error = f"sipguard exited with {proc.popen.returncode} during the run"
