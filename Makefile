@@ -30,7 +30,7 @@ $(COMPILED)/.built: $(VENV)/.installed setup.py pyproject.toml $(shell find src 
 
 ## The gateway on the compiled call path (what the Docker image and `make bench` run).
 run-compiled: compiled
-	PYTHONPATH=$(COMPILED) $(PY) -m sipguard serve -c $(CONFIG)
+	PYTHONPATH=$(CURDIR)/$(COMPILED) $(PY) -m sipguard serve -c $(CONFIG)
 
 ## Set up everything the tests need (Python deps, sipp, mosquitto) and run the whole suite.
 test:
