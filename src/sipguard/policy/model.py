@@ -99,6 +99,15 @@ class Attempt:
     campaign: str
     call_id: str
 
+    def __init__(self, callee_raw: str, callee: str | None, caller: str | None, campaign: str,
+                 call_id: str) -> None:
+        # Written out: see sip.message.Via (the compiled build runs a generated one interpreted).
+        object.__setattr__(self, "callee_raw", callee_raw)
+        object.__setattr__(self, "callee", callee)
+        object.__setattr__(self, "caller", caller)
+        object.__setattr__(self, "campaign", campaign)
+        object.__setattr__(self, "call_id", call_id)
+
 
 @dataclass(frozen=True, slots=True)
 class Membership:
@@ -253,6 +262,22 @@ class DecisionRecord:
     source: str  # the dialer, e.g. "udp:10.1.2.3:5060"; "cli" for `sipguard check`
     decision: Decision
     latency_us: int  # time spent in the gate, normalisation included
+
+    def __init__(self, decision_id: str, ts: datetime, node: str, call_id: str, campaign: str,
+                 callee: str | None, callee_raw: str, caller: str | None, source: str,
+                 decision: Decision, latency_us: int) -> None:
+        # Written out: see sip.message.Via (the compiled build runs a generated one interpreted).
+        object.__setattr__(self, "decision_id", decision_id)
+        object.__setattr__(self, "ts", ts)
+        object.__setattr__(self, "node", node)
+        object.__setattr__(self, "call_id", call_id)
+        object.__setattr__(self, "campaign", campaign)
+        object.__setattr__(self, "callee", callee)
+        object.__setattr__(self, "callee_raw", callee_raw)
+        object.__setattr__(self, "caller", caller)
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "decision", decision)
+        object.__setattr__(self, "latency_us", latency_us)
 
     @property
     def action(self) -> Action:

@@ -84,8 +84,15 @@ class Via:
     # Read for every message routed (transaction keys): worked out once.
     branch: str = field(init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "branch", param(self.params, "branch") or "")
+    # Written out, here and in the other value types made per message: the compiled build
+    # (setup.py) runs a dataclass's generated __init__ as interpreted code, six times slower
+    # than this one compiled. tests/test_architecture.py holds each to its fields.
+    def __init__(self, transport: str, host: str, port: int | None, params: Params) -> None:
+        object.__setattr__(self, "transport", transport)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "branch", param(params, "branch") or "")
 
     def param(self, name: str) -> str | None:
         return param(self.params, name)
@@ -126,6 +133,12 @@ class Message:
     # Values already read off this message: a proxy reads the same few headers several
     # times per message, and the message never changes (changes make a new one).
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, kw_only=True)
+
+    def __init__(self, headers: tuple[Header, ...], body: bytes,
+                 *, memo: dict[str, Any] | None = None) -> None:
+        object.__setattr__(self, "headers", headers)
+        object.__setattr__(self, "body", body)
+        object.__setattr__(self, "memo", {} if memo is None else memo)
 
     def get(self, name: str) -> str | None:
         """The first value of a header (the whole field for single-valued headers)."""
@@ -276,6 +289,12 @@ class Request(Message):
     method: str
     uri: str
 
+    def __init__(self, headers: tuple[Header, ...], body: bytes, method: str, uri: str,
+                 *, memo: dict[str, Any] | None = None) -> None:
+        Message.__init__(self, headers, body, memo=memo)  # no super(): slots=True copies classes
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "uri", uri)
+
     def _head(self) -> bytes:
         return encode(f"{self.method} {self.uri} SIP/2.0")
 
@@ -287,6 +306,12 @@ class Request(Message):
 class Response(Message):
     status: int
     reason: str
+
+    def __init__(self, headers: tuple[Header, ...], body: bytes, status: int, reason: str,
+                 *, memo: dict[str, Any] | None = None) -> None:
+        Message.__init__(self, headers, body, memo=memo)  # no super(): slots=True copies classes
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "reason", reason)
 
     def _head(self) -> bytes:
         return encode(f"SIP/2.0 {self.status} {self.reason}")

@@ -38,6 +38,16 @@ class SipUri:
     params: Params
     text: str
 
+    def __init__(self, scheme: str, user: str | None, host: str, port: int | None,
+                 params: Params, text: str) -> None:
+        # Written out: see message.Via (the compiled build runs a generated one interpreted).
+        object.__setattr__(self, "scheme", scheme)
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "text", text)
+
     def param(self, name: str) -> str | None:
         return param(self.params, name)
 
