@@ -4,7 +4,7 @@ Everything else about the package is in pyproject.toml. By default the package i
 plain Python (what `make run` and the tests use). With SIPGUARD_COMPILE=1 (`make compiled`,
 the Docker image, `make bench`), mypyc turns the modules below into one C extension: the
 same typed source, checked by mypy's own compiler, run without the interpreter's dispatch.
-On this project it halves the SIP core's cost per call in memory (bench/README.md).
+In memory it nearly halves the SIP core's cost per call (README, Performance).
 
 Only the synchronous core is compiled: SIP parsing and transactions, the policy decision,
 the in-memory index and the datagram edge that feeds them. Each .py stays beside its

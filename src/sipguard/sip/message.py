@@ -86,7 +86,7 @@ class Via:
 
     # Written out, here and in the other value types made per message: the compiled build
     # (setup.py) runs a dataclass's generated __init__ as interpreted code, six times slower
-    # than this one compiled. tests/test_architecture.py holds each to its fields.
+    # than this one compiled. tests/test_compiled_build.py holds each to its fields.
     def __init__(self, transport: str, host: str, port: int | None, params: Params) -> None:
         object.__setattr__(self, "transport", transport)
         object.__setattr__(self, "host", host)
