@@ -121,8 +121,10 @@ def core_build() -> str:
 
 def log_core_event(event: CoreEvent) -> None:
     if isinstance(event, Problem):
-        log.warning("sip.problem", kind=event.kind, detail=event.detail,
-                    peer=str(event.peer) if event.peer else None)
+        # A fault of our own (the driver's "internal-error") is an error; the rest, a peer's.
+        report = log.error if event.kind == "internal-error" else log.warning
+        report("sip.problem", kind=event.kind, detail=event.detail,
+               peer=str(event.peer) if event.peer else None)
     elif isinstance(event, TrunkState):
         if event.up:
             log.info("trunk.up", trunk=str(event.peer), detail=event.detail)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import traceback
 from collections.abc import Callable
 
 from sipguard.sip.peer import Peer
-from sipguard.sip.proxy import CoreEvent, ProxyCore
+from sipguard.sip.proxy import CoreEvent, Problem, ProxyCore
 
 Sender = Callable[[Peer, bytes], None]
 TICK = 0.01  # seconds: the granularity of the loop timer that drives the core's timers
@@ -32,7 +33,11 @@ class CoreDriver:
 
     def receive(self, data: bytes, source: Peer) -> None:
         self._received += 1
-        self.core.receive(data, source, self.loop.time())
+        try:
+            self.core.receive(data, source, self.loop.time())
+        except Exception as exc:  # a fault in the core costs this message, not the gateway
+            start = data[: data.find(b"\r\n")] if b"\r\n" in data else data[:80]
+            self._fault(exc, f"handling {start.decode('utf-8', 'replace')!r}", source)
         self.flush()
 
     def transport_error(self, peer: Peer) -> None:
@@ -72,8 +77,20 @@ class CoreDriver:
         self._deferred = False
         self._timer = None
         self._armed = None
-        self.core.handle_timer(now)
+        try:
+            self.core.handle_timer(now)
+        except Exception as exc:  # the timers due after the failing one fire next tick
+            self._fault(exc, "running timers", None)
         self.flush()
+
+    def _fault(self, exc: Exception, doing: str, peer: Peer | None) -> None:
+        """Report a bug in the core as a `sip.problem` line an operator can act on: what it
+        was doing, the exception and the line that raised it (compiled code names it too).
+        Whatever the core had queued before it failed is still sent."""
+        where = traceback.extract_tb(exc.__traceback__)[-1:]
+        at = f" at {where[0].filename}:{where[0].lineno} in {where[0].name}" if where else ""
+        detail = f"{type(exc).__name__}: {exc}{at}, {doing}"
+        self.on_event(Problem("internal-error", detail, peer))
 
     def close(self) -> None:
         if self._timer is not None:
