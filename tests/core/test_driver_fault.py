@@ -11,6 +11,7 @@ import socket
 import uvloop
 from structlog.testing import capture_logs
 
+from core.helpers_udp import drain
 from sipguard.app import log_core_event
 from sipguard.sip.message import Request, Response
 from sipguard.sip.parser import parse_message
@@ -62,22 +63,12 @@ async def _scenario() -> tuple[list[CoreEvent], list[int], int]:
     await asyncio.sleep(0.2)
     dialer.sendto(invite("+442079460123", 2), ("127.0.0.1", gw_port))
     await asyncio.sleep(0.3)
-    trunk.setblocking(False)
-    forwarded = 0
-    try:
-        while trunk.recv(65535):
-            forwarded += 1
-    except BlockingIOError:
-        pass
-    dialer.setblocking(False)
+    forwarded = len(drain(trunk))
     statuses = []
-    try:
-        while data := dialer.recv(65535):
-            msg = parse_message(data)
-            assert isinstance(msg, Response)
-            statuses.append(msg.status)
-    except BlockingIOError:
-        pass
+    for data in drain(dialer):
+        msg = parse_message(data)
+        assert isinstance(msg, Response)
+        statuses.append(msg.status)
     transport.close()
     driver.close()
     for s in (dialer, trunk):
