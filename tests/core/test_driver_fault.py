@@ -11,10 +11,9 @@ import socket
 import uvloop
 from structlog.testing import capture_logs
 
-from core.helpers_udp import drain
+from core.helpers_udp import drain, responses
 from sipguard.app import log_core_event
-from sipguard.sip.message import Request, Response
-from sipguard.sip.parser import parse_message
+from sipguard.sip.message import Request
 from sipguard.sip.peer import Peer
 from sipguard.sip.proxy import CoreEvent, Problem, ProxyCore, ProxySettings
 from sipguard.sip.routing import Identity, Trunk
@@ -64,11 +63,7 @@ async def _scenario() -> tuple[list[CoreEvent], list[int], int]:
     dialer.sendto(invite("+442079460123", 2), ("127.0.0.1", gw_port))
     await asyncio.sleep(0.3)
     forwarded = len(drain(trunk))
-    statuses = []
-    for data in drain(dialer):
-        msg = parse_message(data)
-        assert isinstance(msg, Response)
-        statuses.append(msg.status)
+    statuses = [msg.status for msg in responses(dialer)]
     transport.close()
     driver.close()
     for s in (dialer, trunk):

@@ -13,8 +13,7 @@ import time
 
 import uvloop
 
-from core.helpers_udp import drain
-from sipguard.sip.message import Response
+from core.helpers_udp import drain, responses
 from sipguard.sip.parser import parse_message
 from sipguard.sip.peer import Peer
 from sipguard.sip.proxy import ProxyCore, ProxySettings
@@ -85,12 +84,7 @@ async def _scenario() -> list[int]:
     loop.call_soon(stall)
     await asyncio.sleep(1.0)
     reached_trunk2 = len(drain(trunk2))
-    statuses = []
-    for data in drain(dialer):
-        msg = parse_message(data)
-        assert isinstance(msg, Response)
-        if msg.cseq[1] == "INVITE":
-            statuses.append(msg.status)
+    statuses = [msg.status for msg in responses(dialer) if msg.cseq[1] == "INVITE"]
     transport.close()
     driver.close()
     for s in (dialer, trunk1, trunk2):
