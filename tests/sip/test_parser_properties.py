@@ -219,6 +219,51 @@ def test_name_addr_parses(text: str) -> None:
     assert addr.uri in text
 
 
+# Via values in the plain form `parse_via` reads with one match, and near it: each piece
+# plain or a variant that sends it the long way (LWS, case, IPv6, quoted or empty values).
+plain_params = st.lists(
+    st.tuples(tokens, st.one_of(st.none(), tokens, hostnames, ipv4)), max_size=4
+).map(lambda ps: "".join(f";{k}" if v is None else f";{k}={v}" for k, v in ps))
+
+
+def _via_pieces(plain: bool) -> st.SearchStrategy[str]:
+    def piece(usual: st.SearchStrategy[str], *odd: str) -> st.SearchStrategy[str]:
+        return usual if plain else st.one_of(usual, st.sampled_from(odd))
+
+    return st.tuples(
+        piece(st.just("SIP/2.0/"), "sip/2.0/", "SIP / 2.0 / ", "SIP/2.1/"),
+        piece(st.sampled_from(["UDP", "tcp", "TLS", "SCTP", "WS"]), "U DP", ""),
+        piece(st.just(" "), "  ", "\t", ""),
+        piece(st.one_of(hostnames, ipv4), "h-", "-h", "a..b", "256.1.1.1", "1.2.3", "h_x",
+              "[::1]", ""),
+        piece(ports.map(lambda p: f":{p}" if p else ""), ":0", ":65536", ":", ":5060 "),
+        piece(plain_params, ";", ";x=", ';x="q v"', " ;rport", ";branch = z9hG4bK1", "; x"),
+    ).map("".join)
+
+
+via_texts = st.one_of(_via_pieces(True), _via_pieces(False))
+
+
+@SETTINGS
+@example("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1-1-0;rport")
+@given(via_texts)
+def test_plain_vias_read_as_the_full_parser_reads_them(text: str) -> None:
+    """The one-match path of parse_via gives what the full parser gives, or fails as it does."""
+    fully = message._parse_via_fully
+    try:
+        expected = fully(text)
+    except ProtocolError:
+        expected = None
+    message.parse_via.cache_clear()
+    try:
+        got = message.parse_via(text)
+    except ProtocolError:
+        got = None
+    assert got == expected
+    if got is not None and expected is not None:
+        assert got.params == expected.params and got.branch == expected.branch
+
+
 # --- fuzz: parses, or raises ProtocolError, nothing else -----------------------------------
 
 SEED = (
