@@ -91,11 +91,11 @@ def _too_large(data: bytes, limits: Limits) -> None:
 
 
 def _split(head: bytes, body: bytes, limits: Limits) -> Message:
-    crlfs = head.count(b"\r\n")
+    lines = head.split(b"\r\n")
+    crlfs = len(lines) - 1
     if head.count(b"\r") != crlfs or head.count(b"\n") != crlfs:
         # RFC 3261 §7: lines end in CRLF; a bare CR or LF is no line end and no text.
         raise ProtocolError("bare CR or LF in the header section")
-    lines = head.split(b"\r\n")
     first = lines[0]
     if not first or first[:1] in b" \t":
         raise ProtocolError("leading whitespace before the start line")
