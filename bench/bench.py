@@ -512,6 +512,26 @@ class PathResult:
     steps: list[StepResult] = field(default_factory=list)
     max_rate: int | None = None
     cpu_us_max: float | None = None
+    # Left running for the proxies' turns at the fixed rate: the process, its SIP port and
+    # its decision log (None: it writes none).
+    server: tuple[Proc, int, Path | None] | None = None
+    turns: list[StepResult] = field(default_factory=list)
+
+    def turn_cpu_us(self) -> list[float]:
+        """CPU per call of each turn that passed."""
+        return [st.proxy_cpu_s / st.success * 1e6 for st in self.turns
+                if st.passed and st.success]
+
+    def turn_cpu_median(self) -> float | None:
+        per_call = self.turn_cpu_us()
+        return round(statistics.median(per_call)) if per_call else None
+
+    def turn_cpu_range(self) -> str | None:
+        per_call = self.turn_cpu_us()
+        if not per_call:
+            return None
+        return (f"{min(per_call):,.0f}–{max(per_call):,.0f} ({len(per_call)} of "
+                f"{len(self.turns)} passed)")
 
 
 @dataclass
@@ -523,6 +543,7 @@ class Plan:
     retries: int
     down_tries: int = 3
     refine_tries: int = 2  # halvings of the gap between the last passed and the failed step
+    turns: int = 3  # rounds of the proxies taking turns at the fixed rate (0: none)
 
 
 def refine(low: int, high: int, tries: int, attempt: Callable[[int], bool]) -> None:
@@ -643,7 +664,9 @@ def kamailio_shm_used(ctl: str) -> float | None:
     return int(m.group(1)) / 1024 / 1024 if m else None
 
 
-def run_kamailio(env: Env, plan: Plan, db: Path, size: int, probe_number: str) -> PathResult:
+def run_kamailio(env: Env, plan: Plan, db: Path, size: int, probe_number: str,
+                 servers: contextlib.ExitStack, keep: bool) -> PathResult:
+    """Kamailio's figures; with `keep`, it is left running (stopped when `servers` closes)."""
     res = PathResult("kamailio")
     ht_bits = min(24, max(10, math.ceil(math.log2(max(size, 1024)))))
     # db_sqlite has no incremental fetch: the whole result set sits in private (pkg) memory
@@ -664,15 +687,17 @@ def run_kamailio(env: Env, plan: Plan, db: Path, size: int, probe_number: str) -
     log(f"kamailio: starting with {size:,} numbers ({' '.join(argv[5:9])})")
     t0 = time.monotonic()
     proc = Proc("kamailio", argv, env.out / "kamailio.log")
-    try:
+    with contextlib.ExitStack() as own:
+        own.callback(proc.stop)
         if not wait_deciding("kamailio", env.ports["kamailio"], probe_number, size, proc, t0, res):
             return res
         shm = kamailio_shm_used(ctl)
         if shm is not None:
             res.extra["shm used after load (MB)"] = round(shm, 1)
         measure_path(env, plan, res, env.ports["kamailio"], proc, blocks=True)
-    finally:
-        proc.stop()
+        if keep and proc.alive():
+            res.server = (proc, env.ports["kamailio"], None)
+            servers.push(own.pop_all())
     return res
 
 
@@ -790,7 +815,8 @@ def sipguard_import(env: Env, res: PathResult, dnc: Path, size: int, cfg: Path,
 
 
 def run_sipguard(env: Env, plan: Plan, dnc: Path, size: int, probe_number: str,
-                 reuse_store: bool) -> PathResult:
+                 reuse_store: bool, servers: contextlib.ExitStack, keep: bool) -> PathResult:
+    """sipguard's figures; with `keep`, it is left running (stopped when `servers` closes)."""
     res = PathResult("sipguard")
     why = sipguard_available()
     if why:
@@ -816,16 +842,35 @@ def run_sipguard(env: Env, plan: Plan, dnc: Path, size: int, probe_number: str,
     else:
         res.extra["clock"] = f"faketime '{FAKE_NOW}' (UTC)"
     env.decision_log = log_file
-    try:
+    with contextlib.ExitStack() as own:
+        own.callback(proc.stop)
         if not wait_deciding("sipguard", env.ports["sipguard"], probe_number, size, proc, t0, res):
             return res
         res.extra["core"] = served_core(log_file, log_start)
         measure_path(env, plan, res, env.ports["sipguard"], proc, blocks=True)
         if not proc.alive():
             res.error = f"sipguard exited with {proc.popen.returncode} during the run"
-    finally:
-        proc.stop()
+        elif keep:
+            res.server = (proc, env.ports["sipguard"], log_file)
+            servers.push(own.pop_all())
     return res
+
+
+def take_turns(env: Env, plan: Plan, paths: Sequence[PathResult]) -> None:
+    """The proxies' CPU per call at the fixed rate again, in turns (K S, S K, K S ...), both
+    kept running: one step per proxy per round, so that a noisy moment of this shared VM
+    weighs on both alike; the report gives each proxy's median."""
+    for i in range(plan.turns):
+        for res in paths if i % 2 == 0 else paths[::-1]:
+            if res.server is None or not res.server[0].alive():
+                continue
+            proc, port, decisions = res.server
+            env.decision_log = decisions
+            step = sipp_step(env, port, plan.fixed_rate, plan.fixed_seconds,
+                             f"{res.name}-turn-{i}", children_of(proc.pid), blocks=True)
+            res.turns.append(step)
+            if not step.passed:
+                settle(children_of(proc.pid))
 
 
 def run_direct(env: Env, plan: Plan) -> PathResult:
@@ -1010,6 +1055,11 @@ def report(  # noqa: PLR0912
             flag(s, sv - dv) if dv is not None and sv is not None else None)
     row(f"proxy CPU per call at {plan.fixed_rate}/s (µs, user+sys)", None, cpu_fixed(k),
         cpu_fixed(s))
+    if plan.turns:
+        row(f"proxy CPU per call at {plan.fixed_rate}/s, the two proxies taking turns "
+            f"(µs; median of {plan.turns} rounds)", None, k.turn_cpu_median(),
+            s.turn_cpu_median())
+        row("the turns' range (µs)", None, k.turn_cpu_range(), s.turn_cpu_range(), False)
     row("proxy CPU per call at its highest rate (µs)", None, k.cpu_us_max, s.cpu_us_max)
     row("memory with the list loaded: sum of PSS (MB)", None, k.pss_mb, s.pss_mb)
     row("memory with the list loaded: sum of VmRSS (MB)", None, k.rss_mb, s.rss_mb)
@@ -1056,8 +1106,8 @@ def report(  # noqa: PLR0912
                          f"final response in the capture: {p.lat.unmatched}")
         if p.lat_step is not None:
             lines.append(f"  - latency run SIPp: {p.lat_step.summary()}")
-        for st in p.steps:
-            lines.append(f"  - step {st.summary()}")
+        lines += [f"  - step {st.summary()}" for st in p.steps] + [
+            f"  - turn {st.summary()}" for st in p.turns]
     lines += ["", "## Scripts", ""]
     for script, (_figures, status) in scripts.items():
         lines.append(f"- `bench/{script}`: {status}")
@@ -1114,6 +1164,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915
                     help="run sipguard under strace (signals only) to log who signals it")
     ap.add_argument("--core", choices=("compiled", "interpreted"), default="compiled",
                     help="sipguard's build: mypyc-compiled call path (default) or plain Python")
+    ap.add_argument("--turns", type=int,
+                    help="rounds of Kamailio and sipguard taking turns at the fixed rate "
+                         "(default 3, 1 with --quick; 0: none)")
     ap.add_argument("--no-scripts", action="store_true",
                     help="skip decide_bench.py and import_bench.py")
     args = ap.parse_args(argv)
@@ -1134,6 +1187,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915
         retries=args.retries if args.retries is not None else (0 if quick else 1),
         down_tries=1 if quick else 3,
         refine_tries=0 if quick else 2,
+        turns=args.turns if args.turns is not None else (1 if quick else 3),
     )
     for tool in ("sipp", "tcpdump", "kamailio"):
         if shutil.which(tool) is None:
@@ -1175,31 +1229,37 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915
 
     results: dict[str, PathResult] = {}
     extra_rows: list[tuple[str, str]] = []
-    if "direct" in paths_wanted:
-        log("== direct (dialer → trunk)")
-        results["direct"] = run_direct(env, plan)
-    if "kamailio" in paths_wanted:
-        log("== Kamailio")
-        if not (KAM_MODULES / "db_sqlite.so").exists():
-            results["kamailio"] = PathResult("kamailio", ok=False,
-                                             error="db_sqlite missing: apt-get install "
-                                                   "kamailio-sqlite-modules")
-        else:
-            results["kamailio"] = run_kamailio(env, plan, data / "kamailio-dnc.db", size,
-                                               probe_number)
-            if "sqlite_s" in meta:
-                results["kamailio"].extra["SQLite table build for htable (s)"] = meta["sqlite_s"]
-    if "sipguard" in paths_wanted:
-        log("== sipguard")
-        results["sipguard"] = run_sipguard(env, plan, data / "dnc-federal.txt", size,
-                                           probe_number, args.reuse_store)
-        sg = results["sipguard"]
-        if sg.ok and sg.pss_mb is not None:
-            empty = empty_store_pss(env)
-            if empty is not None:
-                extra_rows.append(("sipguard PSS on an empty store (MB)", fmt(empty)))
-                extra_rows.append(("sipguard PSS above an empty store (MB)",
-                                   fmt(sg.pss_mb - empty)))
+    turns = plan.turns > 0 and {"kamailio", "sipguard"} <= set(paths_wanted)
+    with contextlib.ExitStack() as servers:  # the proxies kept running for their turns
+        if "direct" in paths_wanted:
+            log("== direct (dialer → trunk)")
+            results["direct"] = run_direct(env, plan)
+        if "kamailio" in paths_wanted:
+            log("== Kamailio")
+            if not (KAM_MODULES / "db_sqlite.so").exists():
+                results["kamailio"] = PathResult("kamailio", ok=False,
+                                                 error="db_sqlite missing: apt-get install "
+                                                       "kamailio-sqlite-modules")
+            else:
+                kam = run_kamailio(env, plan, data / "kamailio-dnc.db", size, probe_number,
+                                   servers, turns)
+                if "sqlite_s" in meta:
+                    kam.extra["SQLite table build for htable (s)"] = meta["sqlite_s"]
+                results["kamailio"] = kam
+        if "sipguard" in paths_wanted:
+            log("== sipguard")
+            results["sipguard"] = run_sipguard(env, plan, data / "dnc-federal.txt", size,
+                                               probe_number, args.reuse_store, servers, turns)
+        kept = [results[n] for n in ("kamailio", "sipguard") if n in results]
+        if len(kept) == 2 and all(p.server is not None for p in kept):
+            log(f"== turns: Kamailio and sipguard at {plan.fixed_rate}/s, {plan.turns} rounds")
+            take_turns(env, plan, kept)
+    sg = results.get("sipguard")
+    if sg is not None and sg.ok and sg.pss_mb is not None:  # its port is free again
+        empty = empty_store_pss(env)
+        if empty is not None:
+            extra_rows.append(("sipguard PSS on an empty store (MB)", fmt(empty)))
+            extra_rows.append(("sipguard PSS above an empty store (MB)", fmt(sg.pss_mb - empty)))
     scripts: dict[str, tuple[dict[str, float | str], str]] = {}
     if not args.no_scripts:
         for name in ("decide_bench.py", "import_bench.py"):
@@ -1217,12 +1277,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915
             "p99_200": pct(p.lat.values(200), 99) if p.lat else None,
             "p50_603": pct(p.lat.values(603), 50) if p.lat else None,
             "p99_603": pct(p.lat.values(603), 99) if p.lat else None,
-            "extra": p.extra, "steps": [st.summary() for st in p.steps]}
+            "cpu_us_turns": p.turn_cpu_us(),
+            "extra": p.extra, "steps": [st.summary() for st in p.steps],
+            "turns": [st.summary() for st in p.turns]}
         for n, p in results.items()}, indent=1, default=str))
     print_table(md)
     log(f"report written to {out / name}")
     failed = [p.name for p in results.values() if not p.ok]
-    _ = statistics  # (kept for ad-hoc use in the REPL)
     return 1 if failed else 0
 
 
