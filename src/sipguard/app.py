@@ -58,6 +58,7 @@ from sipguard.sip.proxy import CoreEvent, Problem, ProxyCore, ProxySettings, Tru
 from sipguard.sip.routing import Identity
 from sipguard.sip.timers import TimerValues
 from sipguard.sip.verdict import AdmissionHook, DecisionHook, allow_all
+from sipguard.store import serve_lock
 from sipguard.store.control import remove_control, serve_control
 from sipguard.store.db import Store
 from sipguard.store.index import Index
@@ -342,6 +343,7 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     # logrotate's postrotate (or an operator used to other daemons) expects.
     loop.add_signal_handler(signal.SIGHUP, _reopen_log, config)
     async with AsyncExitStack() as stack:
+        stack.callback(serve_lock.hold(store_path(config)))  # before the store is touched
         store = await Store.open(store_path(config))
         stack.push_async_callback(store.close)
         index = await load_index(store)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import threading
 import time
@@ -115,6 +116,32 @@ def test_a_trunk_name_that_does_not_resolve_is_one_clear_line(tmp_path: Path) ->
     gw = Gateway(tmp_path / "gw", [Trunk(5060, host="trunk.invalid")], overrides=PROXY_ONLY)
     line = refusal(gw)
     assert line.startswith("config error: trunks[0].uri: cannot resolve 'trunk.invalid': "), line
+
+
+def test_a_second_server_on_the_same_store_is_one_clear_line(tmp_path: Path) -> None:
+    """Two servers on one store would fork its decisions chain: the second is refused
+    before it opens a SIP socket, even with a control socket of its own (which alone let
+    it through), and the first serves on. Once the first is killed, a server starts."""
+    first = Gateway(tmp_path / "gw1", [Trunk(free_port())], overrides=PROXY_ONLY).start()
+    store = first.config["store"]["path"]
+    try:
+        second = Gateway(tmp_path / "gw2", [Trunk(free_port())], overrides={
+            **PROXY_ONLY, "store": {"path": store,
+                                    "control_socket": str(tmp_path / "gw2" / "own.sock")}})
+        assert first.proc is not None
+        assert refusal(second) == (
+            f"config error: store.path: another sipguard serve (pid {first.proc.pid}) uses "
+            f"the store '{store}'; two servers on one store would fork its decisions chain")
+        assert not [e for e in second.events() if e["event"] == "sipguard.listening"]
+        first.wait_ready(5)  # still answering OPTIONS
+        os.killpg(first.proc.pid, signal.SIGKILL)  # no cleanup: the kernel drops the lock
+        first.proc.wait(10)
+        third = Gateway(tmp_path / "gw3", [Trunk(free_port())],
+                        overrides={**PROXY_ONLY, "store": {"path": store}}).start()
+        third.stop()
+        assert third.exit_code == 0, third.output()[-3000:]
+    finally:
+        first.stop()
 
 
 Runner = Callable[[Coroutine[Any, Any, None]], None]
