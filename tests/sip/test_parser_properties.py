@@ -236,7 +236,8 @@ def _via_pieces(plain: bool) -> st.SearchStrategy[str]:
         piece(st.just(" "), "  ", "\t", ""),
         piece(st.one_of(hostnames, ipv4), "h-", "-h", "a..b", "256.1.1.1", "1.2.3", "h_x",
               "[::1]", ""),
-        piece(ports.map(lambda p: f":{p}" if p else ""), ":0", ":65536", ":", ":5060 "),
+        piece(ports.map(lambda p: f":{p}" if p else ""), ":0", ":65536", ":", ":5060 ", ":5060x",
+              ":x"),
         piece(plain_params, ";", ";x=", ';x="q v"', " ;rport", ";branch = z9hG4bK1", "; x"),
     ).map("".join)
 
@@ -246,6 +247,7 @@ via_texts = st.one_of(_via_pieces(True), _via_pieces(False))
 
 @SETTINGS
 @example("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1-1-0;rport")
+@example("SIP/2.0/UDP host:5060x;branch=z9hG4bK1")  # a port with more after it: refused
 @given(via_texts)
 def test_plain_vias_read_as_the_full_parser_reads_them(text: str) -> None:
     """The one-match path of parse_via gives what the full parser gives, or fails as it does."""
